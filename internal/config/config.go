@@ -1,0 +1,562 @@
+// Package config loads and validates /etc/logcompactd.yaml.
+//
+// Every error names the file, the key and, where the YAML says it, the line:
+//
+//	/etc/logcompactd.yaml:14: compaction.target_size: invalid size "12XB": ...
+//
+// Loading changes nothing on disk. It only reads the config file and stats the
+// configured directories (to refuse world-writable ones).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where the daemon reads its config unless --config or
+// LOGCOMPACTD_CONFIG say otherwise.
+const DefaultPath = "/etc/logcompactd.yaml"
+
+// Config is the validated configuration. Per-stream Compaction and Archive hold the
+// effective values: the global section with the stream's overrides applied.
+type Config struct {
+	File         string        `mapstructure:"-"`
+	StateDir     string        `mapstructure:"state_dir"`
+	ScanInterval time.Duration `mapstructure:"scan_interval"`
+	LogLevel     string        `mapstructure:"log_level"`
+	LogFormat    string        `mapstructure:"log_format"`
+	Growth       Growth        `mapstructure:"growth"`
+	Load         LoadSettings  `mapstructure:"load"`
+	Compaction   Compaction    `mapstructure:"compaction"`
+	Archive      Archive       `mapstructure:"archive"`
+	Streams      []Stream      `mapstructure:"-"`
+}
+
+// Growth configures the growth tracker.
+type Growth struct {
+	Window  time.Duration `mapstructure:"window"`  // samples older than this are dropped; default 30m
+	Alpha   float64       `mapstructure:"alpha"`   // weight of the newest interval, (0,1]; default 0.3
+	Horizon time.Duration `mapstructure:"horizon"` // predicted_size horizon; default archive.time_to_archive
+}
+
+// LoadSettings configures the system load probe.
+type LoadSettings struct {
+	Enabled    bool          `mapstructure:"enabled"`     // false: L is always 0; default true
+	Interval   time.Duration `mapstructure:"interval"`    // sampling period; default 5s
+	PauseAbove float64       `mapstructure:"pause_above"` // no new job at L >= this; default 0.85
+}
+
+// Compaction configures merging; any key may be overridden per stream.
+type Compaction struct {
+	Workers      int           `mapstructure:"workers"`       // concurrent jobs; default 2
+	Threshold    float64       `mapstructure:"threshold"`     // compact when priority >= this; default 1.0
+	MinSegments  int           `mapstructure:"min_segments"`  // eligible segments needed; default 3
+	TargetSize   Size          `mapstructure:"target_size"`   // consolidated segment size; default 128MiB
+	GrowthRef    Rate          `mapstructure:"growth_ref"`    // growth that doubles priority; default 1MiB/min
+	Quiesce      time.Duration `mapstructure:"quiesce"`       // unmodified this long = closed; default 5m
+	MaxRate      Rate          `mapstructure:"max_rate"`      // copy budget, 0 = unlimited; default 64MiB/s
+	Compress     string        `mapstructure:"compress"`      // none|gzip|zstd; default none
+	KeepInactive time.Duration `mapstructure:"keep_inactive"` // delay before deleting inputs; default 0s
+}
+
+// Archive configures predictive archival; any key may be overridden per stream.
+type Archive struct {
+	ColdDir       string        `mapstructure:"cold_dir"`        // absolute; default /var/log/cold
+	TimeToArchive time.Duration `mapstructure:"time_to_archive"` // prediction horizon H; default 6h
+	MaxHotBytes   Size          `mapstructure:"max_hot_bytes"`   // per-stream cap; default 10GiB
+	LowWatermark  float64       `mapstructure:"low_watermark"`   // archive down to cap × this; default 0.8
+	MaxAge        time.Duration `mapstructure:"max_age"`         // archive closed segments older; 0 = off
+	KeepFree      Free          `mapstructure:"keep_free"`       // filesystem free-space floor; default 5%
+	UrgentWithin  time.Duration `mapstructure:"urgent_within"`   // breach this close overrides load; default 15m
+	Compress      string        `mapstructure:"compress"`        // none|gzip|zstd; default zstd
+}
+
+// Stream is one configured stream with its effective settings.
+type Stream struct {
+	Name       string
+	Dir        string
+	Pattern    string
+	Order      string // name|mtime
+	Compaction Compaction
+	Archive    Archive
+}
+
+// Error is a config error that names the file, the key and, when known, the line.
+type Error struct {
+	File string
+	Key  string
+	Line int
+	Err  error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Key)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func defaults(v *viper.Viper) {
+	v.SetDefault("state_dir", "/var/lib/logcompactd")
+	v.SetDefault("scan_interval", "30s")
+	v.SetDefault("log_level", "info")
+	v.SetDefault("log_format", "auto")
+	v.SetDefault("growth.window", "30m")
+	v.SetDefault("growth.alpha", 0.3)
+	v.SetDefault("load.enabled", true)
+	v.SetDefault("load.interval", "5s")
+	v.SetDefault("load.pause_above", 0.85)
+	v.SetDefault("compaction.workers", 2)
+	v.SetDefault("compaction.threshold", 1.0)
+	v.SetDefault("compaction.min_segments", 3)
+	v.SetDefault("compaction.target_size", "128MiB")
+	v.SetDefault("compaction.growth_ref", "1MiB/min")
+	v.SetDefault("compaction.quiesce", "5m")
+	v.SetDefault("compaction.max_rate", "64MiB/s")
+	v.SetDefault("compaction.compress", "none")
+	v.SetDefault("compaction.keep_inactive", "0s")
+	v.SetDefault("archive.cold_dir", "/var/log/cold")
+	v.SetDefault("archive.time_to_archive", "6h")
+	v.SetDefault("archive.max_hot_bytes", "10GiB")
+	v.SetDefault("archive.low_watermark", 0.8)
+	v.SetDefault("archive.max_age", "0s")
+	v.SetDefault("archive.keep_free", "5%")
+	v.SetDefault("archive.urgent_within", "15m")
+	v.SetDefault("archive.compress", "zstd")
+}
+
+// Load reads, decodes and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Err: fmt.Errorf("read config: %w", err)}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config data; file is used in error messages and to
+// resolve nothing else (all paths in the config must be absolute).
+func Parse(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &Error{File: file, Err: fmt.Errorf("parse yaml: %w", err)}
+	}
+	lines := map[string]int{}
+	if err := checkKeys(&root, lines); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = file
+		}
+		return nil, err
+	}
+	fail := func(key string, err error) error {
+		return &Error{File: file, Key: key, Line: lines[key], Err: err}
+	}
+
+	v := viper.New()
+	v.SetConfigType("yaml")
+	defaults(v)
+	if err := v.ReadConfig(strings.NewReader(string(data))); err != nil {
+		return nil, &Error{File: file, Err: fmt.Errorf("parse yaml: %w", err)}
+	}
+	var fc struct {
+		Config  `mapstructure:",squash"`
+		Streams []any `mapstructure:"streams"`
+	}
+	if err := v.Unmarshal(&fc, decoderOptions); err != nil {
+		key, err := decodeErrKey(err)
+		return nil, fail(key, err)
+	}
+	cfg := &fc.Config
+	cfg.File = file
+	if !v.IsSet("growth.horizon") {
+		cfg.Growth.Horizon = cfg.Archive.TimeToArchive
+	}
+
+	for i, r := range fc.Streams {
+		prefix := fmt.Sprintf("streams[%d]", i)
+		s, err := decodeStream(cfg, r)
+		if err != nil {
+			key, err := decodeErrKey(err)
+			if key != "" {
+				key = prefix + "." + key
+			} else {
+				key = prefix
+			}
+			return nil, fail(key, err)
+		}
+		cfg.Streams = append(cfg.Streams, s)
+	}
+	if err := validate(cfg); err != nil {
+		var ve *Error
+		if errors.As(err, &ve) {
+			ve.File = file
+			ve.Line = lines[ve.Key]
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+type rawStream struct {
+	Name       string         `mapstructure:"name"`
+	Dir        string         `mapstructure:"dir"`
+	Pattern    string         `mapstructure:"pattern"`
+	Order      string         `mapstructure:"order"`
+	Compaction map[string]any `mapstructure:"compaction"`
+	Archive    map[string]any `mapstructure:"archive"`
+}
+
+func decodeStream(cfg *Config, r any) (Stream, error) {
+	var rs rawStream
+	if err := decode(r, &rs); err != nil {
+		return Stream{}, err
+	}
+	s := Stream{Name: rs.Name, Dir: rs.Dir, Pattern: rs.Pattern, Order: rs.Order,
+		Compaction: cfg.Compaction, Archive: cfg.Archive}
+	if s.Order == "" {
+		s.Order = "name"
+	}
+	if err := decode(rs.Compaction, &s.Compaction); err != nil {
+		return Stream{}, prefixDecodeErr("compaction", err)
+	}
+	if err := decode(rs.Archive, &s.Archive); err != nil {
+		return Stream{}, prefixDecodeErr("archive", err)
+	}
+	return s, nil
+}
+
+// decode applies in onto out (fields absent from in keep their value), strictly:
+// unknown keys and values of the wrong type are errors.
+func decode(in, out any) error {
+	if in == nil {
+		return nil
+	}
+	dc := &mapstructure.DecoderConfig{Result: out, ErrorUnused: true, DecodeHook: hooks()}
+	d, err := mapstructure.NewDecoder(dc)
+	if err != nil {
+		return err
+	}
+	return d.Decode(in)
+}
+
+func decoderOptions(dc *mapstructure.DecoderConfig) {
+	dc.DecodeHook = hooks()
+	dc.WeaklyTypedInput = false
+	dc.ErrorUnused = true
+}
+
+type keyedErr struct {
+	key string
+	err error
+}
+
+func (k *keyedErr) Error() string { return k.key + ": " + k.err.Error() }
+func (k *keyedErr) Unwrap() error { return k.err }
+
+func prefixDecodeErr(prefix string, err error) error {
+	key, inner := decodeErrKey(err)
+	if key == "" {
+		return &keyedErr{key: prefix, err: inner}
+	}
+	return &keyedErr{key: prefix + "." + key, err: inner}
+}
+
+// decodeErrKey extracts the key a mapstructure error is about, and the error itself.
+func decodeErrKey(err error) (string, error) {
+	var ke *keyedErr
+	if errors.As(err, &ke) {
+		return ke.key, ke.err
+	}
+	var de *mapstructure.DecodeError
+	if errors.As(err, &de) {
+		return de.Name(), de.Unwrap()
+	}
+	return "", err
+}
+
+var (
+	sizeType = reflect.TypeOf(Size(0))
+	rateType = reflect.TypeOf(Rate(0))
+	freeType = reflect.TypeOf(Free{})
+	durType  = reflect.TypeOf(time.Duration(0))
+)
+
+// hooks converts YAML scalars into Size, Rate, Free and time.Duration, strictly.
+func hooks() mapstructure.DecodeHookFuncType {
+	return func(from, to reflect.Type, data any) (any, error) {
+		switch to {
+		case sizeType:
+			switch x := data.(type) {
+			case string:
+				return ParseSize(x)
+			case int:
+				if x < 0 {
+					return nil, fmt.Errorf("invalid size %d: negative", x)
+				}
+				return Size(x), nil
+			}
+			return nil, fmt.Errorf("invalid size %v: want bytes or a string such as 128MiB", data)
+		case rateType:
+			if x, ok := data.(string); ok {
+				return ParseRate(x)
+			}
+			if x, ok := data.(int); ok && x == 0 {
+				return Rate(0), nil
+			}
+			return nil, fmt.Errorf("invalid rate %v: want a string such as 1MiB/min", data)
+		case freeType:
+			switch x := data.(type) {
+			case string:
+				return ParseFree(x)
+			case int:
+				if x < 0 {
+					return nil, fmt.Errorf("invalid free space %d: negative", x)
+				}
+				return Free{Bytes: Size(x)}, nil
+			}
+			return nil, fmt.Errorf("invalid free space %v: want a size or a percentage such as 5%%", data)
+		case durType:
+			switch x := data.(type) {
+			case string:
+				return ParseDuration(x)
+			case int:
+				if x == 0 {
+					return time.Duration(0), nil
+				}
+			}
+			return nil, fmt.Errorf("invalid duration %v: want Go syntax such as 100ms, 90s, 6h", data)
+		}
+		return data, nil
+	}
+}
+
+func enumErr(val string, allowed ...string) error {
+	return fmt.Errorf("invalid value %q: want one of %s", val, strings.Join(allowed, ", "))
+}
+
+func oneOf(val string, allowed ...string) bool {
+	for _, a := range allowed {
+		if val == a {
+			return true
+		}
+	}
+	return false
+}
+
+func keyErr(key string, format string, args ...any) error {
+	return &Error{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// validate checks ranges and the relations between paths.
+func validate(c *Config) error {
+	if !oneOf(c.LogLevel, "debug", "info", "warn", "error") {
+		return &Error{Key: "log_level", Err: enumErr(c.LogLevel, "debug", "info", "warn", "error")}
+	}
+	if !oneOf(c.LogFormat, "auto", "journal", "console", "json") {
+		return &Error{Key: "log_format", Err: enumErr(c.LogFormat, "auto", "journal", "console", "json")}
+	}
+	if c.ScanInterval <= 0 {
+		return keyErr("scan_interval", "must be greater than 0")
+	}
+	if c.Growth.Window <= 0 {
+		return keyErr("growth.window", "must be greater than 0")
+	}
+	if !(c.Growth.Alpha > 0 && c.Growth.Alpha <= 1) {
+		return keyErr("growth.alpha", "must be within (0, 1], got %v", c.Growth.Alpha)
+	}
+	if c.Load.Interval <= 0 {
+		return keyErr("load.interval", "must be greater than 0")
+	}
+	if !(c.Load.PauseAbove > 0 && c.Load.PauseAbove <= 1) {
+		return keyErr("load.pause_above", "must be within (0, 1], got %v", c.Load.PauseAbove)
+	}
+	if err := validateCompaction("compaction", c.Compaction); err != nil {
+		return err
+	}
+	if err := validateArchive("archive", c.Archive); err != nil {
+		return err
+	}
+	if err := validatePath("state_dir", c.StateDir); err != nil {
+		return err
+	}
+	if len(c.Streams) == 0 {
+		return keyErr("streams", "at least one stream is required")
+	}
+	names := map[string]int{}
+	for i, s := range c.Streams {
+		p := fmt.Sprintf("streams[%d]", i)
+		if s.Name == "" {
+			return keyErr(p+".name", "is required")
+		}
+		if strings.ContainsAny(s.Name, "/\x00") || s.Name == "." || s.Name == ".." {
+			return keyErr(p+".name", "invalid name %q: must be usable as a directory name", s.Name)
+		}
+		if j, dup := names[s.Name]; dup {
+			return keyErr(p+".name", "duplicate stream name %q (also streams[%d])", s.Name, j)
+		}
+		names[s.Name] = i
+		if err := validatePath(p+".dir", s.Dir); err != nil {
+			return err
+		}
+		if s.Pattern == "" {
+			return keyErr(p+".pattern", "is required")
+		}
+		if strings.Contains(s.Pattern, "/") {
+			return keyErr(p+".pattern", "invalid pattern %q: must not contain /", s.Pattern)
+		}
+		if _, err := filepath.Match(s.Pattern, ""); err != nil {
+			return keyErr(p+".pattern", "invalid pattern %q: %v", s.Pattern, err)
+		}
+		if !oneOf(s.Order, "name", "mtime") {
+			return &Error{Key: p + ".order", Err: enumErr(s.Order, "name", "mtime")}
+		}
+		if err := validateCompaction(p+".compaction", s.Compaction); err != nil {
+			return err
+		}
+		if err := validateArchive(p+".archive", s.Archive); err != nil {
+			return err
+		}
+	}
+	return validateLayout(c)
+}
+
+func validateCompaction(k string, c Compaction) error {
+	switch {
+	case c.Workers < 1 || c.Workers > 256:
+		return keyErr(k+".workers", "must be within 1..256, got %d", c.Workers)
+	case !(c.Threshold > 0):
+		return keyErr(k+".threshold", "must be greater than 0, got %v", c.Threshold)
+	case c.MinSegments < 2:
+		return keyErr(k+".min_segments", "must be at least 2, got %d", c.MinSegments)
+	case c.TargetSize <= 0:
+		return keyErr(k+".target_size", "must be greater than 0")
+	case !(c.GrowthRef > 0):
+		return keyErr(k+".growth_ref", "must be greater than 0")
+	case c.MaxRate < 0:
+		return keyErr(k+".max_rate", "must not be negative")
+	case !oneOf(c.Compress, "none", "gzip", "zstd"):
+		return &Error{Key: k + ".compress", Err: enumErr(c.Compress, "none", "gzip", "zstd")}
+	}
+	return nil
+}
+
+func validateArchive(k string, a Archive) error {
+	switch {
+	case a.TimeToArchive <= 0:
+		return keyErr(k+".time_to_archive", "must be greater than 0")
+	case a.MaxHotBytes <= 0:
+		return keyErr(k+".max_hot_bytes", "must be greater than 0")
+	case !(a.LowWatermark > 0 && a.LowWatermark <= 1):
+		return keyErr(k+".low_watermark", "must be within (0, 1], got %v", a.LowWatermark)
+	case !oneOf(a.Compress, "none", "gzip", "zstd"):
+		return &Error{Key: k + ".compress", Err: enumErr(a.Compress, "none", "gzip", "zstd")}
+	}
+	return validatePath(k+".cold_dir", a.ColdDir)
+}
+
+func validatePath(key, p string) error {
+	if p == "" {
+		return keyErr(key, "is required")
+	}
+	if !filepath.IsAbs(p) {
+		return keyErr(key, "path %q must be absolute", p)
+	}
+	if filepath.Clean(p) == "/" {
+		return keyErr(key, "must not be /")
+	}
+	return nil
+}
+
+// within reports whether path p is dir or lies below it (both cleaned, absolute).
+func within(p, dir string) bool {
+	p, dir = filepath.Clean(p), filepath.Clean(dir)
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+func validateLayout(c *Config) error {
+	for i, s := range c.Streams {
+		k := fmt.Sprintf("streams[%d]", i)
+		cold := s.Archive.ColdDir
+		for j, o := range c.Streams {
+			if within(cold, o.Dir) {
+				return keyErr(k+".archive.cold_dir", "cold dir %s is equal to or inside streams[%d].dir %s", cold, j, o.Dir)
+			}
+		}
+		for j, o := range c.Streams {
+			ok := fmt.Sprintf("streams[%d]", j)
+			if within(s.Dir, o.Archive.ColdDir) {
+				return keyErr(k+".dir", "dir %s is inside %s.archive.cold_dir %s", s.Dir, ok, o.Archive.ColdDir)
+			}
+			if i == j {
+				continue
+			}
+			if filepath.Clean(s.Dir) == filepath.Clean(o.Dir) && j < i && PatternsOverlap(s.Pattern, o.Pattern) {
+				return keyErr(k+".pattern", "pattern %q overlaps %s.pattern %q in the same dir %s: a file would belong to two streams", s.Pattern, ok, o.Pattern, s.Dir)
+			}
+			if within(s.Dir, o.Dir) && filepath.Clean(s.Dir) != filepath.Clean(o.Dir) {
+				// s.Dir is nested in o.Dir: its top component below o.Dir is an entry of o.Dir.
+				rel, _ := filepath.Rel(filepath.Clean(o.Dir), filepath.Clean(s.Dir))
+				top := strings.SplitN(rel, "/", 2)[0]
+				if m, _ := filepath.Match(o.Pattern, top); m {
+					return keyErr(k+".dir", "dir %s is nested in %s.dir %s and its entry %q matches that stream's pattern %q", s.Dir, ok, o.Dir, top, o.Pattern)
+				}
+			}
+		}
+		if within(c.StateDir, s.Dir) {
+			return keyErr("state_dir", "state dir %s is inside %s.dir %s", c.StateDir, k, s.Dir)
+		}
+		if within(c.StateDir, cold) || within(cold, c.StateDir) {
+			return keyErr("state_dir", "state dir %s overlaps %s.archive.cold_dir %s", c.StateDir, k, cold)
+		}
+		if within(s.Dir, c.StateDir) {
+			return keyErr(k+".dir", "dir %s is inside state_dir %s", s.Dir, c.StateDir)
+		}
+		if err := checkDirOnDisk(k+".dir", s.Dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDirOnDisk refuses a managed dir that exists but is a symlink, not a directory,
+// or world-writable without the sticky bit. A missing dir is allowed: applications
+// may create it later, and the scanner reports it each cycle until they do.
+func checkDirOnDisk(key, dir string) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return keyErr(key, "stat %s: %v", dir, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return keyErr(key, "%s is a symlink; configure the real directory", dir)
+	}
+	if !fi.IsDir() {
+		return keyErr(key, "%s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return keyErr(key, "%s is world-writable without the sticky bit: anyone could plant files in it", dir)
+	}
+	return nil
+}
