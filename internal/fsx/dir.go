@@ -1,0 +1,225 @@
+// Package fsx is the file-safety layer: every access logcompactd makes to a managed,
+// cold or state directory goes through a directory fd opened once with O_NOFOLLOW,
+// and through *at calls on single names relative to it. Nothing is resolved by
+// path twice, no symlink is followed, and opening a name never blocks (FIFOs) nor
+// opens a device: a name is opened O_PATH first, checked, then reopened.
+//
+// It is not a general file library: it does exactly what the daemon needs and
+// nothing more, so that the places that can change the disk are few and visible.
+package fsx
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TempPrefix starts every temporary name logcompactd creates. IsTemp is the one
+// predicate for such names; the scanner ignores them whatever the stream patterns.
+const TempPrefix = ".logcompactd-tmp-"
+
+// IsTemp reports whether name is one of logcompactd's temporary names.
+func IsTemp(name string) bool { return strings.HasPrefix(name, TempPrefix) }
+
+var tempSeq atomic.Uint64
+
+// TempName returns a fresh temporary name: the prefix, the pid, a sequence number.
+func TempName() string {
+	return TempPrefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(tempSeq.Add(1), 10)
+}
+
+// Dir is a directory opened once by path; all later access is relative to its fd.
+type Dir struct {
+	fd   int
+	path string // for messages only; never resolved again
+	dev  uint64
+	ino  uint64
+}
+
+// OpenDir opens path as a directory without following a symlink in its last component.
+func OpenDir(path string) (*Dir, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return nil, &os.PathError{Op: "open dir", Path: path, Err: fmt.Errorf("not a directory (or a symlink): %w", err)}
+		}
+		return nil, &os.PathError{Op: "open dir", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat dir", Path: path, Err: err}
+	}
+	return &Dir{fd: fd, path: path, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// Path is the path the directory was opened by, for messages.
+func (d *Dir) Path() string { return d.path }
+
+// Dev is the device of the directory itself.
+func (d *Dir) Dev() uint64 { return d.dev }
+
+// Fd is the directory's descriptor, valid until Close.
+func (d *Dir) Fd() int { return d.fd }
+
+// Close releases the directory fd. It is safe to call twice.
+func (d *Dir) Close() error {
+	if d.fd < 0 {
+		return nil
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	return err
+}
+
+// Names lists the directory's entries (without . and ..), read through the fd.
+func (d *Dir) Names() ([]string, error) {
+	nfd, err := unix.Dup(d.fd)
+	if err != nil {
+		return nil, fmt.Errorf("dup dir fd: %w", err)
+	}
+	unix.CloseOnExec(nfd)
+	// The dup shares the offset with d.fd; rewind so every listing starts at the top.
+	if _, err := unix.Seek(nfd, 0, io.SeekStart); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("rewind dir: %w", err)
+	}
+	f := os.NewFile(uintptr(nfd), d.path)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", d.path, err)
+	}
+	return names, nil
+}
+
+// Kind classifies a directory entry for the scanner.
+type Kind uint8
+
+const (
+	Regular Kind = iota
+	Symlink
+	FIFO
+	Socket
+	Device
+	Directory
+	Other
+)
+
+func (k Kind) String() string {
+	return [...]string{"regular file", "symlink", "fifo", "socket", "device", "directory", "other"}[k]
+}
+
+// Stat is what the scanner needs to know of one entry.
+type Stat struct {
+	Kind  Kind
+	Dev   uint64
+	Ino   uint64
+	Nlink uint32
+	Mode  uint32 // permission bits
+	UID   uint32
+	GID   uint32
+	Size  int64
+	Mtime time.Time
+	Ctime time.Time
+	Btime int64 // birth time in ns since the epoch, 0 when the filesystem does not report it
+}
+
+func kindOf(mode uint32) Kind {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return Regular
+	case unix.S_IFLNK:
+		return Symlink
+	case unix.S_IFIFO:
+		return FIFO
+	case unix.S_IFSOCK:
+		return Socket
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return Device
+	case unix.S_IFDIR:
+		return Directory
+	}
+	return Other
+}
+
+const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID | unix.STATX_GID |
+	unix.STATX_INO | unix.STATX_SIZE | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_BTIME
+
+func fromStatx(x *unix.Statx_t) Stat {
+	st := Stat{
+		Kind:  kindOf(uint32(x.Mode)),
+		Dev:   unix.Mkdev(x.Dev_major, x.Dev_minor),
+		Ino:   x.Ino,
+		Nlink: x.Nlink,
+		Mode:  uint32(x.Mode) & 0o7777,
+		UID:   x.Uid,
+		GID:   x.Gid,
+		Size:  int64(x.Size),
+		Mtime: time.Unix(x.Mtime.Sec, int64(x.Mtime.Nsec)),
+		Ctime: time.Unix(x.Ctime.Sec, int64(x.Ctime.Nsec)),
+	}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		st.Btime = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+	}
+	return st
+}
+
+// Stat stats name inside the directory without following a symlink.
+func (d *Dir) Stat(name string) (Stat, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(d.fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT, statxMask, &x); err != nil {
+		return Stat{}, &os.PathError{Op: "stat", Path: d.path + "/" + name, Err: err}
+	}
+	return fromStatx(&x), nil
+}
+
+// Statfs reports the filesystem holding the directory: total and available bytes.
+func (d *Dir) Statfs() (total, avail uint64, err error) {
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(d.fd, &s); err != nil {
+		return 0, 0, &os.PathError{Op: "statfs", Path: d.path, Err: err}
+	}
+	return s.Blocks * uint64(s.Bsize), s.Bavail * uint64(s.Bsize), nil
+}
+
+// ErrChanged means the name no longer refers to the file that was checked.
+var ErrChanged = errors.New("fsx: file changed identity")
+
+// ErrNotRegular means the name is not a single-link regular file on the directory's device.
+var ErrNotRegular = errors.New("fsx: not a single-link regular file on the directory's device")
+
+// OpenRead opens name for reading, safely: the name is opened O_PATH|O_NOFOLLOW
+// (which opens neither a FIFO nor a device), checked to be the regular, single-link
+// file on this directory's device with the identity of want (when want.Ino != 0),
+// and only then reopened for reading through /proc/self/fd.
+func (d *Dir) OpenRead(name string, want Stat) (*os.File, error) {
+	pfd, err := unix.Openat(d.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: err}
+	}
+	defer unix.Close(pfd)
+	var x unix.Statx_t
+	if err := unix.Statx(pfd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, statxMask, &x); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: d.path + "/" + name, Err: err}
+	}
+	st := fromStatx(&x)
+	if st.Kind != Regular || st.Nlink != 1 || st.Dev != d.dev {
+		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: ErrNotRegular}
+	}
+	if want.Ino != 0 && (st.Ino != want.Ino || st.Dev != want.Dev) {
+		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: ErrChanged}
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pfd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "reopen", Path: d.path + "/" + name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), d.path+"/"+name), nil
+}

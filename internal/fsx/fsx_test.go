@@ -1,0 +1,197 @@
+package fsx
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/logcompactd/logcompactd/internal/testutil"
+)
+
+func openTestDir(t *testing.T) (*Dir, string) {
+	t.Helper()
+	p := t.TempDir()
+	d, err := OpenDir(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, p
+}
+
+func TestOpenDirRefusesSymlink(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDir(link); err == nil || !strings.Contains(err.Error(), link) {
+		t.Fatalf("OpenDir(symlink) = %v, want an error naming %s", err, link)
+	}
+}
+
+func TestNamesIsRepeatable(t *testing.T) {
+	d, p := openTestDir(t)
+	for _, n := range []string{"a", "b\nc", "d e"} {
+		if err := os.WriteFile(filepath.Join(p, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		names, err := d.Names()
+		if err != nil || len(names) != 3 {
+			t.Fatalf("listing %d: %v %v", i, names, err)
+		}
+	}
+}
+
+func TestOpenReadRefusesWhatIsNotASingleRegularFile(t *testing.T) {
+	d, p := openTestDir(t)
+	outside := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(outside, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.Symlink(outside, filepath.Join(p, "symlink.log")))
+	must(t, os.Link(outside, filepath.Join(p, "hardlink.log")))
+	must(t, syscall.Mkfifo(filepath.Join(p, "fifo.log"), 0o600))
+	must(t, syscall.Mknod(filepath.Join(p, "null.log"), syscall.S_IFCHR|0o600, 0x0103)) // /dev/null's numbers
+	for _, name := range []string{"symlink.log", "hardlink.log", "fifo.log", "null.log"} {
+		f, err := d.OpenRead(name, Stat{})
+		if err == nil {
+			f.Close()
+			t.Errorf("OpenRead(%s) succeeded", name)
+			continue
+		}
+		if !errors.Is(err, ErrNotRegular) {
+			t.Errorf("OpenRead(%s) = %v, want ErrNotRegular", name, err)
+		}
+	}
+	st, err := d.Stat("fifo.log")
+	if err != nil || st.Kind != FIFO {
+		t.Fatalf("Stat(fifo) = %+v %v", st, err)
+	}
+}
+
+func TestOpenReadRefusesSwappedIdentity(t *testing.T) {
+	d, p := openTestDir(t)
+	must(t, os.WriteFile(filepath.Join(p, "a.log"), []byte("a"), 0o600))
+	st, err := d.Stat("a.log")
+	must(t, err)
+	must(t, os.Remove(filepath.Join(p, "a.log")))
+	must(t, os.WriteFile(filepath.Join(p, "keep"), nil, 0o600)) // keep the old inode number in use
+	must(t, os.WriteFile(filepath.Join(p, "a.log"), []byte("b"), 0o600))
+	if _, err := d.OpenRead("a.log", st); !errors.Is(err, ErrChanged) {
+		t.Fatalf("OpenRead after swap = %v, want ErrChanged", err)
+	}
+}
+
+func TestHeldForWriteSeesARealWriterProcess(t *testing.T) {
+	d, p := openTestDir(t)
+	path := filepath.Join(p, "seg.log")
+	must(t, os.WriteFile(path, []byte("x\n"), 0o644))
+	st, err := d.Stat("seg.log")
+	must(t, err)
+	held, err := d.HeldForWrite("seg.log", st)
+	if err != nil || held {
+		t.Fatalf("before writer: held=%v err=%v", held, err)
+	}
+	w := testutil.HoldOpenForWrite(t, path)
+	held, err = d.HeldForWrite("seg.log", st)
+	if err != nil || !held {
+		t.Fatalf("with writer: held=%v err=%v", held, err)
+	}
+	writers, err := ProcWriters("/proc")
+	must(t, err)
+	if !writers[FileID{st.Dev, st.Ino}] {
+		t.Fatalf("ProcWriters misses the writer's file")
+	}
+	must(t, w.Process.Kill())
+	_ = w.Wait()
+	held, err = d.HeldForWrite("seg.log", st)
+	if err != nil || held {
+		t.Fatalf("after writer exit: held=%v err=%v", held, err)
+	}
+}
+
+func TestParseFdinfoFlags(t *testing.T) {
+	for in, want := range map[string]int{
+		"pos:\t0\nflags:\t0100002\nmnt_id:\t25\n": 0o100002,
+		"pos:\t0\nflags:\t02100000\n":             0o2100000,
+	} {
+		got, ok := parseFdinfoFlags(bufio.NewScanner(strings.NewReader(in)))
+		if !ok || got != want {
+			t.Errorf("parse %q = %o %v", in, got, ok)
+		}
+	}
+	if _, ok := parseFdinfoFlags(bufio.NewScanner(strings.NewReader("pos: 0\n"))); ok {
+		t.Error("no flags line accepted")
+	}
+}
+
+func TestStateDirAndLock(t *testing.T) {
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	must(t, EnsureStateDir(state))
+	fi, err := os.Stat(state)
+	must(t, err)
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir mode %o", fi.Mode().Perm())
+	}
+	open := filepath.Join(base, "open")
+	must(t, os.Mkdir(open, 0o777))
+	must(t, os.Chmod(open, 0o777))
+	if err := EnsureStateDir(open); err == nil {
+		t.Fatal("a world-writable state dir was accepted")
+	}
+	d, err := OpenDir(state)
+	must(t, err)
+	defer d.Close()
+	l1, err := d.Lock("lock")
+	must(t, err)
+	d2, err := OpenDir(state)
+	must(t, err)
+	defer d2.Close()
+	if _, err := d2.Lock("lock"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock = %v, want ErrLocked", err)
+	}
+	must(t, l1.Close())
+	l2, err := d2.Lock("lock")
+	must(t, err)
+	l2.Close()
+}
+
+func TestReplaceFileIsAtomicAndPrivate(t *testing.T) {
+	d, p := openTestDir(t)
+	must(t, d.ReplaceFile("state", []byte("one"), 0o600))
+	must(t, d.ReplaceFile("state", []byte("two"), 0o600))
+	got, err := d.ReadFile("state")
+	if err != nil || string(got) != "two" {
+		t.Fatalf("read back %q %v", got, err)
+	}
+	fi, _ := os.Stat(filepath.Join(p, "state"))
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", fi.Mode().Perm())
+	}
+	names, _ := d.Names()
+	for _, n := range names {
+		if IsTemp(n) {
+			t.Fatalf("temp file left: %s", n)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(p, TempName()), nil, 0o600))
+	must(t, d.RemoveTemps())
+	if names, _ := d.Names(); len(names) != 1 {
+		t.Fatalf("RemoveTemps left %v", names)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

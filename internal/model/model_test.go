@@ -1,0 +1,66 @@
+package model
+
+import (
+	"sort"
+	"testing"
+	"time"
+)
+
+func TestNaturalOrder(t *testing.T) {
+	names := []string{"app-10.log", "app-9.log", "app-000100.log", "app-2.log", "app-09.log", "app-9~c1.log", "app-.log"}
+	sort.Slice(names, func(i, j int) bool { return NaturalLess(names[i], names[j]) })
+	want := []string{"app-.log", "app-2.log", "app-9.log", "app-9~c1.log", "app-09.log", "app-10.log", "app-000100.log"}
+	for i := range want {
+		if names[i] != want[i] {
+			t.Fatalf("order %v, want %v", names, want)
+		}
+	}
+}
+
+func TestConsolidatedName(t *testing.T) {
+	none := func(string) bool { return false }
+	cases := []struct {
+		name                                string
+		pattern, first, before, after, want string
+		taken                               func(string) bool
+	}{
+		{"digits get the marker after them", "app-*.log", "app-000123.log", "app-000122.log", "app-000130.log", "app-000123~c1.log", none},
+		{"a consolidated first input is renumbered, not stacked", "app-*.log", "app-000123~c1.log", "", "app-000140.log", "app-000123~c1.log", func(s string) bool { return false }},
+		{"a taken name moves to the next number", "app-*.log", "app-5.log", "", "", "app-5~c2.log", func(s string) bool { return s == "app-5~c1.log" }},
+		{"a name without digits gets it before the extension", "*.log", "alpha.log", "", "beta.log", "alpha~c1.log", none},
+		{"a pattern that forbids the marker yields no name", "app-??.log", "app-01.log", "", "", "", none},
+		{"dated names keep their order", "app-*.log", "app-2026-11-23T10.log", "", "app-2026-11-23T11.log", "app-2026-11-23T10~c1.log", none},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := ConsolidatedName(c.pattern, c.first, c.before, c.after, true, c.taken)
+			if got != c.want {
+				t.Fatalf("got %q, want %q", got, c.want)
+			}
+			if got != "" && !IsConsolidated(got) {
+				t.Fatalf("%q not recognised as consolidated", got)
+			}
+		})
+	}
+	if IsConsolidated("app-000123.log") || IsConsolidated("notes~c.log") {
+		t.Fatal("plain names recognised as consolidated")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	now := time.Unix(10000, 0)
+	segs := []Segment{
+		{Name: "a-1.log", Mtime: now.Add(-time.Hour)},
+		{Name: "a-2~c1.log", Mtime: now.Add(-time.Hour)},
+		{Name: "a-3.log", Mtime: now.Add(-time.Hour)},
+		{Name: "a-4.log", Mtime: now.Add(-time.Second)},
+		{Name: "a-5.log", Mtime: now.Add(-time.Hour)},
+	}
+	Classify(segs, []bool{false, false, true, false, false}, now, time.Minute)
+	want := []State{Closed, Consolidated, Active, Active, Active}
+	for i, w := range want {
+		if segs[i].State != w {
+			t.Errorf("%s: %s (%s), want %s", segs[i].Name, segs[i].State, segs[i].Why, w)
+		}
+	}
+}

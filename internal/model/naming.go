@@ -1,0 +1,145 @@
+package model
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Consolidated segment names.
+//
+// A compaction output is named after its first input, with the marker "~c<N>"
+// inserted right after the last run of digits of the first input's name (or, if
+// it has none, before its extension, else at its end), any earlier marker removed:
+//
+//	app-000123.log + app-000124.log + ... -> app-000123~c1.log
+//	app-000123~c1.log + app-000140.log    -> app-000123~c2.log
+//
+// N is the smallest number that gives a free name. The name still matches the
+// stream's pattern (other insertion points are tried if the first does not), sorts
+// after every segment before the run and before every segment after it, and is
+// not a name a writer produces next (writers do not write "~c").
+const marker = "~c"
+
+// IsConsolidated reports whether name carries the consolidated marker.
+func IsConsolidated(name string) bool {
+	_, _, ok := findMarker(name)
+	return ok
+}
+
+// findMarker locates "~c<digits>" following a digit (or at the start of the name).
+func findMarker(name string) (start, end int, ok bool) {
+	for i := strings.LastIndex(name, marker); i >= 0; i = strings.LastIndex(name[:i], marker) {
+		j := i + len(marker)
+		k := j
+		for k < len(name) && name[k] >= '0' && name[k] <= '9' {
+			k++
+		}
+		if k > j {
+			return i, k, true
+		}
+	}
+	return 0, 0, false
+}
+
+// stripMarker removes a consolidated marker from name.
+func stripMarker(name string) string {
+	if i, j, ok := findMarker(name); ok {
+		return name[:i] + name[j:]
+	}
+	return name
+}
+
+// ConsolidatedName picks the output name for merging a run whose first input is
+// first. before and after are the names of the stream's segments just before and
+// just after the run ("" if none); taken reports names already in use in the
+// directory. It returns "" when no name fits the pattern and the order.
+func ConsolidatedName(pattern, first, before, after string, nameOrder bool, taken func(string) bool) string {
+	base := stripMarker(first)
+	for _, pos := range insertionPoints(base) {
+		for n := 1; n < 1000; n++ {
+			cand := base[:pos] + marker + strconv.Itoa(n) + base[pos:]
+			if m, _ := filepath.Match(pattern, cand); !m {
+				break // another number will not match either; try another position
+			}
+			if nameOrder && ((before != "" && NaturalLess(cand, before)) || (after != "" && !NaturalLess(cand, after))) {
+				break
+			}
+			if !taken(cand) {
+				return cand
+			}
+		}
+	}
+	return ""
+}
+
+// insertionPoints lists where the marker may go, preferred first: after the last
+// digit run, before the extension, at the end, then every other position.
+func insertionPoints(name string) []int {
+	var pts []int
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] >= '0' && name[i] <= '9' {
+			pts = append(pts, i+1)
+			break
+		}
+	}
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		pts = append(pts, i)
+	}
+	pts = append(pts, len(name))
+	for i := 1; i < len(name); i++ {
+		pts = append(pts, i)
+	}
+	return pts
+}
+
+// NaturalLess orders names as people do: runs of digits compare by value, so
+// app-9.log < app-10.log; equal values with more leading zeros sort later; other
+// bytes compare bytewise.
+func NaturalLess(a, b string) bool { return NaturalCompare(a, b) < 0 }
+
+// NaturalCompare returns -1, 0 or 1.
+func NaturalCompare(a, b string) int {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		ca, cb := a[i], b[j]
+		if isDigit(ca) && isDigit(cb) {
+			si, sj := i, j
+			for i < len(a) && isDigit(a[i]) {
+				i++
+			}
+			for j < len(b) && isDigit(b[j]) {
+				j++
+			}
+			da, db := strings.TrimLeft(a[si:i], "0"), strings.TrimLeft(b[sj:j], "0")
+			if len(da) != len(db) {
+				return cmp(len(da), len(db))
+			}
+			if da != db {
+				return strings.Compare(da, db)
+			}
+			if i-si != j-sj {
+				return cmp(i-si, j-sj)
+			}
+			continue
+		}
+		if ca != cb {
+			return cmp(int(ca), int(cb))
+		}
+		i++
+		j++
+	}
+	return cmp(len(a)-i, len(b)-j)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func cmp(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,237 @@
+package scanner
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func stream(dir, pattern, order string) config.Stream {
+	return config.Stream{Name: "s", Dir: dir, Pattern: pattern, Order: order,
+		Compaction: config.Compaction{Quiesce: time.Minute}}
+}
+
+func write(t *testing.T, path, data string, age time.Duration) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if age > 0 {
+		old := time.Now().Add(-age)
+		if err := os.Chtimes(path, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func names(r Result) []string {
+	var out []string
+	for _, e := range r.Entries {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+func scanOne(t *testing.T, s *Scanner) Result {
+	t.Helper()
+	rs := s.Scan(time.Now(), nil)
+	if len(rs) != 1 {
+		t.Fatalf("%d results", len(rs))
+	}
+	if rs[0].Err != nil {
+		t.Fatal(rs[0].Err)
+	}
+	return rs[0]
+}
+
+func TestScanSkipsHostileEntriesWithoutBlocking(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret.log")
+	write(t, outside, "secret\n", 0)
+	write(t, filepath.Join(dir, "ok-1.log"), "a\n", time.Hour)
+	must(t, os.Symlink(outside, filepath.Join(dir, "ok-2.log")))
+	must(t, os.Link(outside, filepath.Join(dir, "ok-3.log")))
+	must(t, syscall.Mkfifo(filepath.Join(dir, "ok-4.log"), 0o644))
+	must(t, syscall.Mknod(filepath.Join(dir, "ok-5.log"), syscall.S_IFCHR|0o600, 0x0103))
+	must(t, os.Mkdir(filepath.Join(dir, "ok-6.log"), 0o755))
+	odd := []string{"ok-7\n$(touch pwned);.log", "ok-8-\xff\xfe.log", "ok-9-" + strings.Repeat("x", 255-len("ok-9-.log")) + ".log"}
+	for _, n := range odd {
+		write(t, filepath.Join(dir, n), "odd\n", time.Hour)
+	}
+	write(t, filepath.Join(dir, ".logcompactd-tmp-1-1"), "tmp", 0)
+
+	s := New([]config.Stream{stream(dir, "ok-*", "name")}, Options{})
+	defer s.Close()
+	done := make(chan Result)
+	go func() { done <- scanOne(t, s) }()
+	var r Result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("scan blocked (a FIFO or device was opened?)")
+	}
+	got := names(r)
+	want := append([]string{"ok-1.log"}, odd...)
+	if len(got) != len(want) {
+		t.Fatalf("segments %q, want %q", got, want)
+	}
+	if len(r.Foreign) != 5 {
+		t.Fatalf("foreign %q, want the symlink, hard link, FIFO, device and directory", r.Foreign)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+		t.Fatal("a name was executed")
+	}
+}
+
+func TestIdentitySurvivesRenameAndOrderIsNatural(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"a-10.log", "a-9.log", "a-100.log"} {
+		write(t, filepath.Join(dir, n), n, time.Hour)
+	}
+	s := New([]config.Stream{stream(dir, "a-*.log", "name")}, Options{})
+	defer s.Close()
+	r := scanOne(t, s)
+	if got := strings.Join(names(r), " "); got != "a-9.log a-10.log a-100.log" {
+		t.Fatalf("order %q", got)
+	}
+	id := r.Entries[0].ID()
+	must(t, os.Rename(filepath.Join(dir, "a-9.log"), filepath.Join(dir, "a-99.log")))
+	r = scanOne(t, s)
+	for _, e := range r.Entries {
+		if e.Name == "a-99.log" && e.ID() != id {
+			t.Fatalf("renamed segment changed identity: %+v vs %+v", e.ID(), id)
+		}
+	}
+}
+
+func TestMtimeOrder(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "b.log"), "b", 3*time.Hour)
+	write(t, filepath.Join(dir, "a.log"), "a", 2*time.Hour)
+	write(t, filepath.Join(dir, "c.log"), "c", 4*time.Hour)
+	s := New([]config.Stream{stream(dir, "*.log", "mtime")}, Options{})
+	defer s.Close()
+	if got := strings.Join(names(scanOne(t, s)), " "); got != "c.log b.log a.log" {
+		t.Fatalf("order %q", got)
+	}
+}
+
+func TestWriterProcessIsDetected(t *testing.T) {
+	dir := t.TempDir()
+	held := filepath.Join(dir, "w-1.log")
+	write(t, held, "x\n", time.Hour)
+	write(t, filepath.Join(dir, "w-2.log"), "y\n", time.Hour)
+	write(t, filepath.Join(dir, "w-3.log"), "z\n", time.Hour)
+	testutil.HoldOpenForWrite(t, held)
+	s := New([]config.Stream{stream(dir, "w-*.log", "name")}, Options{})
+	defer s.Close()
+	r := scanOne(t, s)
+	if !r.Entries[0].Writing || r.Entries[1].Writing {
+		t.Fatalf("writing flags: %v %v", r.Entries[0].Writing, r.Entries[1].Writing)
+	}
+}
+
+func TestMissingDirIsReportedThenPickedUp(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later")
+	s := New([]config.Stream{stream(dir, "*.log", "name")}, Options{})
+	defer s.Close()
+	if rs := s.Scan(time.Now(), nil); rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), dir) {
+		t.Fatalf("missing dir: %v", rs[0].Err)
+	}
+	must(t, os.Mkdir(dir, 0o755))
+	write(t, filepath.Join(dir, "x.log"), "x", 0)
+	if r := scanOne(t, s); len(r.Entries) != 1 {
+		t.Fatalf("entries %v", names(r))
+	}
+	// Deleted and recreated: the scanner follows the new directory.
+	must(t, os.RemoveAll(dir))
+	must(t, os.Mkdir(dir, 0o755))
+	write(t, filepath.Join(dir, "y.log"), "y", 0)
+	write(t, filepath.Join(dir, "z.log"), "z", 0)
+	if r := scanOne(t, s); len(r.Entries) != 2 {
+		t.Fatalf("after recreate: %v", names(r))
+	}
+}
+
+func waitTrigger(t *testing.T, w *Watcher) {
+	t.Helper()
+	select {
+	case <-w.C():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no trigger")
+	}
+}
+
+func TestWatcherCoalescesBursts(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	w, err := NewWatcher([]string{a, b}, 50*time.Millisecond, nil)
+	must(t, err)
+	defer w.Close()
+
+	f, err := os.Create(filepath.Join(a, "burst.log"))
+	must(t, err)
+	for i := 0; i < 2000; i++ {
+		if _, err := f.WriteString("line\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	waitTrigger(t, w)
+	dirs, full := w.Take()
+	if full || !dirs[a] || dirs[b] {
+		t.Fatalf("take = %v %v", dirs, full)
+	}
+	// 2000 writes made at most a couple of triggers, not 2000.
+	extra := 0
+	for {
+		select {
+		case <-w.C():
+			extra++
+			w.Take()
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	if extra > 2 {
+		t.Fatalf("%d extra triggers for one burst", extra)
+	}
+	// Temp files of our own never trigger.
+	write(t, filepath.Join(b, ".logcompactd-tmp-9-9"), "x", 0)
+	write(t, filepath.Join(b, "real.log"), "x", 0)
+	waitTrigger(t, w)
+	if dirs, _ := w.Take(); !dirs[b] {
+		t.Fatalf("take = %v", dirs)
+	}
+}
+
+func TestWatcherPicksUpDirCreatedLater(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later")
+	w, err := NewWatcher([]string{dir}, 10*time.Millisecond, nil)
+	must(t, err)
+	defer w.Close()
+	must(t, os.Mkdir(dir, 0o755))
+	w.Ensure([]string{dir})
+	write(t, filepath.Join(dir, "x.log"), "x", 0)
+	waitTrigger(t, w)
+	if dirs, _ := w.Take(); !dirs[dir] {
+		t.Fatalf("take = %v", dirs)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

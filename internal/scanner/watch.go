@@ -1,0 +1,167 @@
+package scanner
+
+import (
+	"errors"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+)
+
+// Watcher turns fsnotify events into "rescan these directories" triggers. A burst
+// of events (an actively written log produces one per append) is coalesced: the
+// first event arms a timer of Debounce, and every event until it fires joins the
+// same rescan. A queue overflow asks for a full rescan.
+type Watcher struct {
+	w        *fsnotify.Watcher
+	log      *zap.Logger
+	debounce time.Duration
+	trigger  chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Once
+
+	mu struct {
+		sync.Mutex
+		dirty   map[string]bool
+		full    bool
+		armed   bool
+		watched map[string]bool
+		timer   *time.Timer
+	}
+}
+
+// NewWatcher starts watching dirs (missing ones are retried by Ensure).
+func NewWatcher(dirs []string, debounce time.Duration, log *zap.Logger) (*Watcher, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	w := &Watcher{w: fw, log: log, debounce: debounce, trigger: make(chan struct{}, 1), done: make(chan struct{})}
+	w.mu.dirty = map[string]bool{}
+	w.mu.watched = map[string]bool{}
+	w.Ensure(dirs)
+	w.wg.Add(1)
+	go w.loop()
+	return w, nil
+}
+
+// Ensure adds watches for dirs not watched yet (a dir created after start).
+func (w *Watcher) Ensure(dirs []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, d := range dirs {
+		if w.mu.watched[d] {
+			continue
+		}
+		if err := w.w.Add(d); err != nil {
+			continue // missing for now; the periodic scan reports it
+		}
+		w.mu.watched[d] = true
+	}
+}
+
+// C fires (coalesced) when some directory needs a rescan; call Take to learn which.
+func (w *Watcher) C() <-chan struct{} { return w.trigger }
+
+// Take returns the directories to rescan, or full=true for all of them, and resets.
+func (w *Watcher) Take() (dirs map[string]bool, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dirs, full = w.mu.dirty, w.mu.full
+	w.mu.dirty, w.mu.full = map[string]bool{}, false
+	return dirs, full
+}
+
+func (w *Watcher) fire() {
+	w.mu.Lock()
+	w.mu.armed = false
+	w.mu.Unlock()
+	select {
+	case w.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watcher) mark(dir string, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if full {
+		w.mu.full = true
+	} else {
+		w.mu.dirty[dir] = true
+	}
+	if !w.mu.armed {
+		w.mu.armed = true
+		if w.mu.timer == nil {
+			w.mu.timer = time.AfterFunc(w.debounce, w.fire)
+		} else {
+			w.mu.timer.Reset(w.debounce)
+		}
+	}
+}
+
+func (w *Watcher) loop() {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.done:
+			return
+		case ev, ok := <-w.w.Events:
+			if !ok {
+				return
+			}
+			if fsx.IsTemp(filepath.Base(ev.Name)) {
+				continue
+			}
+			dir := filepath.Dir(ev.Name)
+			if ev.Has(fsnotify.Remove) && w.isWatched(ev.Name) {
+				// The watched directory itself went away: forget it so Ensure re-adds it.
+				w.mu.Lock()
+				delete(w.mu.watched, ev.Name)
+				w.mu.Unlock()
+				dir = ev.Name
+			}
+			w.mark(dir, false)
+		case err, ok := <-w.w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				w.log.Warn("inotify queue overflowed: rescanning every directory")
+			} else {
+				w.log.Warn("fsnotify error: rescanning every directory", zap.Error(err))
+			}
+			w.mark("", true)
+		}
+	}
+}
+
+func (w *Watcher) isWatched(d string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.mu.watched[d]
+}
+
+// Close stops the watcher and waits for its goroutine. It is safe to call twice.
+func (w *Watcher) Close() error {
+	var err error
+	w.closeMu.Do(func() {
+		close(w.done)
+		err = w.w.Close()
+		w.wg.Wait()
+		w.mu.Lock()
+		if w.mu.timer != nil {
+			w.mu.timer.Stop()
+		}
+		w.mu.Unlock()
+	})
+	return err
+}
