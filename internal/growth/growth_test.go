@@ -1,0 +1,200 @@
+package growth
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.Second))) }
+
+func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol*math.Max(1, math.Abs(want)) }
+
+func TestWorkedExampleFromTheDocComment(t *testing.T) {
+	var w Window
+	o := Options{Window: time.Hour, Alpha: 0.3, MaxSamples: 16}
+	// Samples 240 s apart (the window/16 spacing), so every one is kept.
+	w.Add(at(0), 0, o)
+	w.Add(at(240), 3000, o)
+	w.Add(at(480), 4000, o)
+	// intervals newest first: 240 s +1000, 240 s +3000 -> (1000+0.7*3000)/(240+0.7*240)
+	want := (1000 + 0.7*3000) / (240 + 0.7*240)
+	if got := w.Rate(o); !near(got, want, 1e-9) {
+		t.Fatalf("rate %v, want %v", got, want)
+	}
+}
+
+// trace feeds a segment size function sampled every step seconds for dur seconds.
+func trace(o Options, step, dur float64, size func(s float64) int64) (*Window, []float64) {
+	var w Window
+	var rates []float64
+	for s := 0.0; s <= dur; s += step {
+		w.Add(at(s), size(s), o)
+		rates = append(rates, w.Rate(o))
+	}
+	return &w, rates
+}
+
+func TestSyntheticTraces(t *testing.T) {
+	o := Options{Window: 10 * time.Minute, Alpha: 0.3, MaxSamples: 16}
+	cases := []struct {
+		name  string
+		size  func(s float64) int64
+		check func(t *testing.T, w *Window, rates []float64)
+	}{
+		{"a steady writer is measured at its rate", func(s float64) int64 { return int64(1000 * s) },
+			func(t *testing.T, w *Window, rates []float64) {
+				if r := rates[len(rates)-1]; !near(r, 1000, 0.01) {
+					t.Fatalf("rate %v, want 1000", r)
+				}
+			}},
+		{"a burst raises the rate within a few samples", func(s float64) int64 {
+			if s < 1200 {
+				return int64(100 * s)
+			}
+			return 120000 + int64(10000*(s-1200))
+		}, func(t *testing.T, w *Window, rates []float64) {
+			// step 30 s: index 43 is 90 s into the burst
+			if r := rates[43]; r < 5000 {
+				t.Fatalf("rate 90 s into a 10 kB/s burst is %v", r)
+			}
+		}},
+		{"a stopped writer decays to zero within the window", func(s float64) int64 {
+			return int64(1000 * math.Min(s, 600))
+		}, func(t *testing.T, w *Window, rates []float64) {
+			if r := rates[len(rates)-1]; r != 0 {
+				t.Fatalf("rate %v long after stop, want 0", r)
+			}
+			if r := rates[22]; r >= 1000 || r <= 0 { // 60 s after the stop: decaying
+				t.Fatalf("rate just after stop %v", r)
+			}
+		}},
+		{"a truncation restarts the window and never goes negative", func(s float64) int64 {
+			if s < 600 {
+				return int64(1000 * s)
+			}
+			return int64(1000 * (s - 600)) // truncated at 600 s, then written again
+		}, func(t *testing.T, w *Window, rates []float64) {
+			for i, r := range rates {
+				if r < 0 {
+					t.Fatalf("negative rate %v at %d", r, i)
+				}
+			}
+			if r := rates[len(rates)-1]; !near(r, 1000, 0.01) {
+				t.Fatalf("rate after restart %v", r)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w, rates := trace(o, 30, 1800, c.size)
+			if w.Len() > o.MaxSamples {
+				t.Fatalf("%d samples kept, bound is %d", w.Len(), o.MaxSamples)
+			}
+			c.check(t, w, rates)
+		})
+	}
+}
+
+func TestIdleSegmentKeepsTwoSamples(t *testing.T) {
+	o := Options{Window: time.Minute, MaxSamples: 16}
+	w, _ := trace(o, 1, 3600, func(float64) int64 { return 42 })
+	if w.Len() != 2 {
+		t.Fatalf("idle window keeps %d samples", w.Len())
+	}
+}
+
+func TestStreamCountsAppendedBytesOnly(t *testing.T) {
+	o := Options{Window: time.Hour, MaxSamples: 16}
+	tr := NewTracker(o)
+	a := model.SegmentID{Dev: 1, Ino: 1}
+	b := model.SegmentID{Dev: 1, Ino: 2}
+	c := model.SegmentID{Dev: 1, Ino: 3}
+	merged := model.SegmentID{Dev: 1, Ino: 4}
+	// First scan: existing bytes are history, not growth.
+	tr.Observe("s", at(0), []Obs{{a, 5000}, {b, 0}})
+	// 100 s later: b grew by 10000 and new segment c appeared with 10000 bytes: "rotated".
+	tr.Observe("s", at(100), []Obs{{a, 5000}, {b, 10000}, {c, 10000}})
+	if r := tr.StreamRate("s"); !near(r, 200, 0.01) {
+		t.Fatalf("stream rate %v, want 200 (20000 B / 100 s)", r)
+	}
+	if r := tr.SegmentRate(b); !near(r, 100, 0.01) {
+		t.Fatalf("segment rate %v, want 100", r)
+	}
+	// The daemon merges a and b into one output: not growth, not shrinkage.
+	tr.Adopt(merged)
+	tr.Observe("s", at(200), []Obs{{merged, 15000}, {c, 10000}})
+	if r := tr.StreamRate("s"); r >= 200 || r < 0 {
+		t.Fatalf("a merge changed stream growth: %v", r)
+	}
+	if tr.Segments() != 2 {
+		t.Fatalf("tracker keeps %d segments, want 2 (a and b forgotten)", tr.Segments())
+	}
+}
+
+func TestHistoryRoundTripAndRestart(t *testing.T) {
+	o := Options{Window: time.Hour, MaxSamples: 16}
+	tr := NewTracker(o)
+	id := model.SegmentID{Dev: 1, Ino: 7, Gen: 99}
+	tr.Observe("s", at(0), []Obs{{id, 0}})
+	tr.Observe("s", at(300), []Obs{{id, 300000}})
+	tr.ObserveFS(1, at(0), 1000)
+	tr.ObserveFS(1, at(300), 31000)
+	data, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "Restarted": a new tracker loads the history and keeps predicting from it.
+	tr2 := NewTracker(o)
+	if err := tr2.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	tr2.Observe("s", at(600), []Obs{{id, 600000}})
+	if r := tr2.SegmentRate(id); !near(r, 1000, 0.01) {
+		t.Fatalf("rate after restart %v", r)
+	}
+	if r := tr2.FSRate(1); !near(r, 100, 0.01) {
+		t.Fatalf("fs rate %v", r)
+	}
+	// A reused inode (another generation) does not inherit the history.
+	if r := tr2.SegmentRate(model.SegmentID{Dev: 1, Ino: 7, Gen: 100}); r != 0 {
+		t.Fatalf("reused inode inherited rate %v", r)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := tr2.Unmarshal(data); err == nil {
+		t.Fatal("corrupt history accepted")
+	}
+}
+
+func TestPredict(t *testing.T) {
+	if p := Predict(1000, 10, time.Minute); p != 1600 {
+		t.Fatalf("Predict = %v", p)
+	}
+	if p := Predict(1000, 0, time.Hour); p != 1000 {
+		t.Fatalf("Predict idle = %v", p)
+	}
+}
+
+func FuzzUnmarshalHistory(f *testing.F) {
+	tr := NewTracker(Options{})
+	tr.Observe("s", at(0), []Obs{{model.SegmentID{Ino: 1}, 10}})
+	tr.Observe("s", at(10), []Obs{{model.SegmentID{Ino: 1}, 20}})
+	good, _ := tr.Marshal()
+	f.Add(good)
+	f.Add([]byte("LCDGROW1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tr := NewTracker(Options{})
+		if err := tr.Unmarshal(data); err != nil {
+			return
+		}
+		for id := range tr.segs {
+			if r := tr.SegmentRate(id); r < 0 || math.IsNaN(r) {
+				t.Fatalf("rate %v from decoded history", r)
+			}
+		}
+	})
+}

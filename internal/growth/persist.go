@@ -1,0 +1,135 @@
+package growth
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+// History file format: magic, gob-encoded snapshot, CRC-32C of everything before it.
+var magic = []byte("LCDGROW1")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt means the history could not be decoded; the caller starts fresh.
+var ErrCorrupt = errors.New("growth: history corrupt")
+
+type wireSample struct{ T, V int64 }
+
+type wireSeg struct {
+	ID      model.SegmentID
+	Stream  string
+	Size    int64
+	Samples []wireSample
+}
+
+type wireStream struct {
+	Name     string
+	Appended int64
+	Samples  []wireSample
+}
+
+type wire struct {
+	Segs    []wireSeg
+	Streams []wireStream
+	FS      map[uint64][]wireSample
+}
+
+func toWire(w *Window) []wireSample {
+	out := make([]wireSample, len(w.samples))
+	for i, s := range w.samples {
+		out[i] = wireSample{s.t, s.v}
+	}
+	return out
+}
+
+func fromWire(ws []wireSample, max int) Window {
+	if len(ws) > max {
+		ws = ws[len(ws)-max:]
+	}
+	w := Window{samples: make([]sample, 0, len(ws))}
+	for _, s := range ws {
+		if n := len(w.samples); n > 0 && (s.T < w.samples[n-1].t || s.V < w.samples[n-1].v) {
+			w.samples = w.samples[:0] // not monotone: keep only what follows
+		}
+		w.samples = append(w.samples, sample{s.T, s.V})
+	}
+	return w
+}
+
+// Marshal encodes the tracker's history.
+func (t *Tracker) Marshal() ([]byte, error) {
+	var w wire
+	for id, s := range t.segs {
+		w.Segs = append(w.Segs, wireSeg{ID: id, Stream: s.stream, Size: s.size, Samples: toWire(&s.win)})
+	}
+	for name, s := range t.streams {
+		w.Streams = append(w.Streams, wireStream{Name: name, Appended: s.appended, Samples: toWire(&s.win)})
+	}
+	w.FS = map[uint64][]wireSample{}
+	for dev, win := range t.fs {
+		w.FS[dev] = toWire(win)
+	}
+	var buf bytes.Buffer
+	buf.Write(magic)
+	if err := gob.NewEncoder(&buf).Encode(&w); err != nil {
+		return nil, fmt.Errorf("encode growth history: %w", err)
+	}
+	return binary.BigEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli)), nil
+}
+
+// Unmarshal replaces the tracker's history with data from Marshal. On error the
+// tracker is unchanged.
+func (t *Tracker) Unmarshal(data []byte) error {
+	if len(data) < len(magic)+4 || !bytes.Equal(data[:len(magic)], magic) {
+		return fmt.Errorf("%w: bad header", ErrCorrupt)
+	}
+	body, sum := data[:len(data)-4], binary.BigEndian.Uint32(data[len(data)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	var w wire
+	if err := gob.NewDecoder(bytes.NewReader(body[len(magic):])).Decode(&w); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	segs := make(map[model.SegmentID]*segState, len(w.Segs))
+	for _, s := range w.Segs {
+		segs[s.ID] = &segState{stream: s.Stream, size: s.Size, win: fromWire(s.Samples, t.opts.MaxSamples)}
+	}
+	streams := make(map[string]*streamState, len(w.Streams))
+	for _, s := range w.Streams {
+		streams[s.Name] = &streamState{appended: s.Appended, win: fromWire(s.Samples, t.opts.MaxSamples)}
+	}
+	fs := make(map[uint64]*Window, len(w.FS))
+	for dev, ss := range w.FS {
+		win := fromWire(ss, t.opts.MaxSamples)
+		fs[dev] = &win
+	}
+	t.segs, t.streams, t.fs = segs, streams, fs
+	return nil
+}
+
+// ObserveFS records the used bytes of filesystem dev at time at; FSRate is then
+// the rate at which the filesystem fills (0 while it empties).
+func (t *Tracker) ObserveFS(dev uint64, at time.Time, used int64) {
+	w := t.fs[dev]
+	if w == nil {
+		w = &Window{}
+		t.fs[dev] = w
+	}
+	w.Add(at, used, t.opts)
+}
+
+// FSRate is the smoothed fill rate of filesystem dev in bytes/s.
+func (t *Tracker) FSRate(dev uint64) float64 {
+	if w := t.fs[dev]; w != nil {
+		return w.Rate(t.opts)
+	}
+	return 0
+}
