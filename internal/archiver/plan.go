@@ -1,0 +1,212 @@
+// Package archiver decides which closed segments to move to the cold directory
+// (Plan, pure) and, from the archival issue on, moves them. The decision acts
+// before the cap: it archives when the hot bytes *predicted* at now + H
+// (time_to_archive) exceed max_hot_bytes, down to max_hot_bytes × low_watermark.
+package archiver
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+// Kind says which rule chose a segment.
+type Kind string
+
+const (
+	Predictive Kind = "predictive" // predicted_bytes(now+H) > max_hot_bytes
+	MaxAge     Kind = "max_age"    // closed longer than archive.max_age
+	FSGuard    Kind = "fs_guard"   // the filesystem's predicted free space < keep_free
+)
+
+// Job archives one segment.
+type Job struct {
+	Stream  string
+	Segment model.Segment
+	Kind    Kind
+	Urgent  bool   // overrides load deferral
+	Output  string // path relative to the cold dir: <stream>/<segment>[.zst|.gz]
+	Reason  string
+}
+
+// Decision is the archival plan of one pass over every stream.
+type Decision struct {
+	Jobs     map[string][]Job // by stream name, oldest first
+	Deferred map[string][]Job // non-urgent jobs held back by load
+}
+
+// Input is what Plan needs beyond the streams.
+type Input struct {
+	Now        time.Time
+	Load       float64
+	PauseAbove float64
+}
+
+// Candidates are the segments archival may take: closed or consolidated, in stream order.
+func candidates(s *model.Stream) []model.Segment {
+	var out []model.Segment
+	for _, seg := range s.Segments {
+		if seg.State == model.Closed || seg.State == model.Consolidated {
+			out = append(out, seg)
+		}
+	}
+	return out
+}
+
+// ColdName is where a segment goes inside the cold dir (see README "Cold layout").
+func ColdName(stream, segment, compress string) string {
+	switch compress {
+	case "zstd":
+		return stream + "/" + segment + ".zst"
+	case "gzip":
+		return stream + "/" + segment + ".gz"
+	}
+	return stream + "/" + segment
+}
+
+// Plan decides archival for all streams at once (the filesystem guard spans them).
+//
+//   - predictive: with G the stream's growth and H its time_to_archive, if
+//     hot + G×H > max_hot_bytes, archive the oldest closed segments until
+//     hot − archived + G×H ≤ max_hot_bytes × low_watermark. Urgent when the cap is
+//     already crossed or would be within urgent_within.
+//   - max_age: closed segments last modified more than max_age ago (0 = off).
+//   - fs_guard: per filesystem, if avail − fill_rate×H < keep_free, archive the
+//     oldest closed segments of all streams on it (by mtime) until it is not. Urgent.
+//
+// Non-urgent jobs are deferred while load ≥ pause_above.
+func Plan(streams []*model.Stream, in Input) Decision {
+	d := Decision{Jobs: map[string][]Job{}, Deferred: map[string][]Job{}}
+	chosen := map[*model.Stream]map[string]bool{}
+	var all []Job
+	add := func(s *model.Stream, seg model.Segment, kind Kind, urgent bool, reason string) int64 {
+		if chosen[s] == nil {
+			chosen[s] = map[string]bool{}
+		}
+		if chosen[s][seg.Name] {
+			return 0
+		}
+		chosen[s][seg.Name] = true
+		all = append(all, Job{Stream: s.Config.Name, Segment: seg, Kind: kind, Urgent: urgent,
+			Output: ColdName(s.Config.Name, seg.Name, s.Config.Archive.Compress), Reason: reason})
+		return seg.Size
+	}
+
+	for _, s := range streams {
+		a := s.Config.Archive
+		capB := float64(a.MaxHotBytes)
+		if s.PredictedBytes > capB {
+			goal := capB * a.LowWatermark
+			breach := "now"
+			urgent := float64(s.HotBytes) >= capB
+			if !urgent && s.GrowthRate > 0 {
+				eta := time.Duration((capB - float64(s.HotBytes)) / s.GrowthRate * float64(time.Second))
+				breach = "in " + eta.Round(time.Second).String()
+				urgent = eta <= a.UrgentWithin
+			}
+			pred := s.PredictedBytes
+			for _, seg := range candidates(s) {
+				if pred <= goal {
+					break
+				}
+				reason := fmt.Sprintf("predicted %s at +%s > max_hot_bytes %s (breach %s); archiving down to %.0f%%",
+					human(s.PredictedBytes), a.TimeToArchive, human(capB), breach, a.LowWatermark*100)
+				pred -= float64(add(s, seg, Predictive, urgent, reason))
+			}
+		}
+		if a.MaxAge > 0 {
+			for _, seg := range candidates(s) {
+				if age := in.Now.Sub(seg.Mtime); age > a.MaxAge {
+					add(s, seg, MaxAge, false, fmt.Sprintf("closed for %s > max_age %s", age.Round(time.Second), a.MaxAge))
+				}
+			}
+		}
+	}
+
+	// The filesystem guard, per device.
+	byFS := map[uint64][]*model.Stream{}
+	for _, s := range streams {
+		if s.FS.Total > 0 {
+			byFS[s.FS.Dev] = append(byFS[s.FS.Dev], s)
+		}
+	}
+	devs := make([]uint64, 0, len(byFS))
+	for dev := range byFS {
+		devs = append(devs, dev)
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i] < devs[j] })
+	for _, dev := range devs {
+		ss := byFS[dev]
+		fs := ss[0].FS
+		var h time.Duration
+		var keep uint64
+		for _, s := range ss {
+			h = max(h, s.Config.Archive.TimeToArchive)
+			keep = max(keep, s.Config.Archive.KeepFree.Of(fs.Total))
+		}
+		predFree := float64(fs.Avail) - fs.FillRate*h.Seconds()
+		for _, j := range all { // what is already chosen frees space too
+			if j.Stream != "" && streamOnDev(ss, j.Stream) {
+				predFree += float64(j.Segment.Size)
+			}
+		}
+		if predFree >= float64(keep) {
+			continue
+		}
+		type cand struct {
+			s   *model.Stream
+			seg model.Segment
+		}
+		var cs []cand
+		for _, s := range ss {
+			for _, seg := range candidates(s) {
+				if !chosen[s][seg.Name] {
+					cs = append(cs, cand{s, seg})
+				}
+			}
+		}
+		sort.SliceStable(cs, func(i, j int) bool { return cs[i].seg.Mtime.Before(cs[j].seg.Mtime) })
+		reason := fmt.Sprintf("filesystem free space predicted at +%s is %s < keep_free %s", h, human(predFree), human(float64(keep)))
+		for _, c := range cs {
+			if predFree >= float64(keep) {
+				break
+			}
+			predFree += float64(add(c.s, c.seg, FSGuard, true, reason))
+		}
+	}
+
+	for _, j := range all {
+		if !j.Urgent && in.Load >= in.PauseAbove {
+			j.Reason += fmt.Sprintf("; deferred: load %.2f ≥ pause_above %.2f", in.Load, in.PauseAbove)
+			d.Deferred[j.Stream] = append(d.Deferred[j.Stream], j)
+			continue
+		}
+		if j.Urgent && in.Load >= in.PauseAbove {
+			j.Reason += fmt.Sprintf("; urgent: overrides load %.2f", in.Load)
+		}
+		d.Jobs[j.Stream] = append(d.Jobs[j.Stream], j)
+	}
+	return d
+}
+
+func streamOnDev(ss []*model.Stream, name string) bool {
+	for _, s := range ss {
+		if s.Config.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// human formats bytes with a binary unit, for reasons.
+func human(b float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for b >= 1024 && i < len(units)-1 {
+		b /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f%s", b, units[i])
+}

@@ -1,0 +1,188 @@
+package archiver
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/growth"
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+const MiB = 1 << 20
+
+var now = time.Unix(1_700_000_000, 0)
+
+func mk(name string, nseg int, segSize int64, growth float64, capB int64) *model.Stream {
+	s := &model.Stream{Config: config.Stream{Name: name, Archive: config.Archive{
+		TimeToArchive: time.Hour, MaxHotBytes: config.Size(capB), LowWatermark: 0.8,
+		UrgentWithin: 5 * time.Minute, Compress: "zstd", KeepFree: config.Free{Percent: 5}}}}
+	for i := 0; i < nseg; i++ {
+		st := model.Closed
+		if i == nseg-1 {
+			st = model.Active
+		}
+		s.Segments = append(s.Segments, model.Segment{Name: fmt.Sprintf("%s-%03d.log", name, i),
+			Size: segSize, State: st, Mtime: now.Add(-time.Duration(nseg-i) * time.Hour)})
+		s.HotBytes += segSize
+	}
+	s.GrowthRate = growth
+	s.PredictedBytes = growth_predict(s)
+	return s
+}
+
+func growth_predict(s *model.Stream) float64 {
+	return growth.Predict(s.HotBytes, s.GrowthRate, s.Config.Archive.TimeToArchive)
+}
+
+func jobNames(js []Job) string {
+	var n []string
+	for _, j := range js {
+		n = append(n, strings.TrimSuffix(j.Segment.Name, ".log"))
+	}
+	return strings.Join(n, ",")
+}
+
+func TestPredictiveArchival(t *testing.T) {
+	cases := []struct {
+		name       string
+		stream     *model.Stream
+		load       float64
+		want       string
+		deferred   string
+		wantUrgent bool
+	}{
+		{"a stream at half its cap whose growth would cross it within time_to_archive is archived now",
+			// 10 × 50 MiB = 500 MiB of a 1000 MiB cap, growing 800 MiB/h: 1300 MiB predicted.
+			mk("a", 10, 50*MiB, 800*MiB/3600.0, 1000*MiB), 0,
+			// down to 800 MiB predicted: 500 MiB to go = 10 segments, but only 9 are closed
+			"a-000,a-001,a-002,a-003,a-004,a-005,a-006,a-007,a-008", "", false},
+		{"the same stream without growth is not archived",
+			mk("a", 10, 50*MiB, 0, 1000*MiB), 0, "", "", false},
+		{"non-urgent archival waits while the host is busy",
+			mk("a", 10, 50*MiB, 800*MiB/3600.0, 1000*MiB), 0.9, "", "a-000,a-001,a-002,a-003,a-004,a-005,a-006,a-007,a-008", false},
+		{"a breach predicted within urgent_within overrides load",
+			// 950 MiB of 1000, growing 600 MiB/h: breach in 5 min; 1550 MiB predicted, down to 800.
+			mk("a", 19, 50*MiB, 600*MiB/3600.0, 1000*MiB), 0.9,
+			"a-000,a-001,a-002,a-003,a-004,a-005,a-006,a-007,a-008,a-009,a-010,a-011,a-012,a-013,a-014", "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Plan([]*model.Stream{c.stream}, Input{Now: now, Load: c.load, PauseAbove: 0.85})
+			if got := jobNames(d.Jobs["a"]); got != c.want {
+				t.Fatalf("jobs %q, want %q", got, c.want)
+			}
+			if got := jobNames(d.Deferred["a"]); got != c.deferred {
+				t.Fatalf("deferred %q, want %q", got, c.deferred)
+			}
+			for _, j := range d.Jobs["a"] {
+				if j.Urgent != c.wantUrgent || j.Segment.State == model.Active {
+					t.Fatalf("job %+v", j)
+				}
+			}
+		})
+	}
+}
+
+// TestBurstThatStopsDoesNotFlap drives a stream through a burst with a fake
+// clock: the growth tracker learns the rate from scans every minute, archival
+// removes what Plan decides, and the cap is never crossed; once the burst stops
+// archival stops too, and it never alternates archive/no-archive while idle.
+func TestBurstThatStopsDoesNotFlap(t *testing.T) {
+	opts := growth.Options{Window: 30 * time.Minute, Alpha: 0.3}
+	tr := growth.NewTracker(opts)
+	capB := int64(1000 * MiB)
+	type seg struct {
+		id   model.SegmentID
+		name string
+		size int64
+	}
+	var hot []seg
+	next := uint64(1)
+	newSeg := func() { hot = append(hot, seg{model.SegmentID{Ino: next}, fmt.Sprintf("s-%04d.log", next), 0}); next++ }
+	newSeg()
+	archivedAfterStop, archivedInBurst, peak := 0, 0, int64(0)
+	for minute := 0; minute < 240; minute++ {
+		at := now.Add(time.Duration(minute) * time.Minute)
+		rate := int64(0)
+		if minute >= 30 && minute < 90 {
+			rate = 25 * MiB // per minute: a 1-hour burst that adds 1500 MiB, over the cap without archival
+		}
+		hot[len(hot)-1].size += rate
+		if hot[len(hot)-1].size >= 50*MiB {
+			newSeg()
+		}
+		var obs []growth.Obs
+		s := &model.Stream{Config: config.Stream{Name: "s", Archive: config.Archive{TimeToArchive: time.Hour,
+			MaxHotBytes: config.Size(capB), LowWatermark: 0.8, UrgentWithin: 5 * time.Minute}}}
+		for i, h := range hot {
+			obs = append(obs, growth.Obs{ID: h.id, Size: h.size})
+			st := model.Closed
+			if i == len(hot)-1 {
+				st = model.Active
+			}
+			s.Segments = append(s.Segments, model.Segment{Name: h.name, Size: h.size, State: st, Mtime: at})
+			s.HotBytes += h.size
+		}
+		tr.Observe("s", at, obs)
+		s.GrowthRate = tr.StreamRate("s")
+		s.PredictedBytes = growth.Predict(s.HotBytes, s.GrowthRate, time.Hour)
+		peak = max(peak, s.HotBytes)
+		d := Plan([]*model.Stream{s}, Input{Now: at, PauseAbove: 0.85})
+		gone := map[string]bool{}
+		for _, j := range d.Jobs["s"] {
+			gone[j.Segment.Name] = true
+		}
+		if len(gone) > 0 && minute >= 150 {
+			archivedAfterStop++
+		}
+		if len(gone) > 0 && minute < 90 {
+			archivedInBurst++
+		}
+		var kept []seg
+		for _, h := range hot {
+			if !gone[h.name] {
+				kept = append(kept, h)
+			}
+		}
+		hot = kept
+	}
+	if peak > capB {
+		t.Fatalf("hot bytes peaked at %d MiB over the %d MiB cap", peak/MiB, capB/MiB)
+	}
+	if archivedInBurst == 0 {
+		t.Fatal("the burst was never archived")
+	}
+	if archivedAfterStop > 0 {
+		t.Fatalf("archival went on %d times long after the burst stopped", archivedAfterStop)
+	}
+}
+
+func TestMaxAgeAndFilesystemGuard(t *testing.T) {
+	a := mk("a", 4, 10*MiB, 0, 1000*MiB)
+	a.Config.Archive.MaxAge = 150 * time.Minute
+	d := Plan([]*model.Stream{a}, Input{Now: now, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["a"]); got != "a-000,a-001" {
+		t.Fatalf("max_age jobs %q", got)
+	}
+
+	// Two streams on one 1000 MiB filesystem with 60 MiB free, filling at 20 MiB/h,
+	// keep_free 5% = 50 MiB: predicted free at +1h is 40 MiB, 10 MiB short.
+	x := mk("x", 3, 4*MiB, 0, 1000*MiB)
+	y := mk("y", 3, 4*MiB, 0, 1000*MiB)
+	y.Segments[0].Mtime = now.Add(-10 * time.Hour) // y's oldest is older than x's
+	for _, s := range []*model.Stream{x, y} {
+		s.FS = model.FSInfo{Dev: 7, Total: 1000 * MiB, Avail: 60 * MiB, FillRate: 20 * MiB / 3600.0}
+	}
+	d = Plan([]*model.Stream{x, y}, Input{Now: now, Load: 0.95, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["y"]) + "|" + jobNames(d.Jobs["x"]); got != "y-000|x-000,x-001" {
+		t.Fatalf("fs guard jobs %q: want oldest first across streams, urgent despite load", got)
+	}
+	for _, j := range append(d.Jobs["x"], d.Jobs["y"]...) {
+		if !j.Urgent || j.Kind != FSGuard || j.Output != j.Stream+"/"+j.Segment.Name+".zst" {
+			t.Fatalf("job %+v", j)
+		}
+	}
+}

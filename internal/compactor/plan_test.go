@@ -1,0 +1,124 @@
+package compactor
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+const MiB = 1 << 20
+
+func stream(growth float64, segs ...model.Segment) *model.Stream {
+	return &model.Stream{
+		Config: config.Stream{Name: "app", Pattern: "app-*.log", Order: "name", Compaction: config.Compaction{
+			Threshold: 1, MinSegments: 3, TargetSize: 128 * MiB, GrowthRef: config.Rate(MiB / 60.0)}},
+		Segments: segs, GrowthRate: growth,
+	}
+}
+
+func segs(n int, size int64, state model.State) []model.Segment {
+	var out []model.Segment
+	for i := 0; i < n; i++ {
+		out = append(out, model.Segment{Name: fmt.Sprintf("app-%06d.log", i+1), Size: size, State: state})
+	}
+	return out
+}
+
+func withActive(ss []model.Segment) []model.Segment {
+	return append(ss, model.Segment{Name: fmt.Sprintf("app-%06d.log", len(ss)+1), Size: 1, State: model.Active})
+}
+
+func names(j Job) string {
+	var n []string
+	for _, s := range j.Inputs {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func TestPlan(t *testing.T) {
+	cases := []struct {
+		name   string
+		stream *model.Stream
+		load   float64
+		want   []string // job inputs, comma-separated names
+		wantP  float64
+	}{
+		{"an idle stream with half a target of small segments waits",
+			stream(0, withActive(segs(8, 8*MiB, model.Closed))...), 0, nil, 0.5},
+		{"the same stream growing at growth_ref compacts now, all in one run",
+			stream(MiB/60.0, withActive(segs(8, 8*MiB, model.Closed))...), 0,
+			[]string{"app-000001.log,app-000002.log,app-000003.log,app-000004.log,app-000005.log,app-000006.log,app-000007.log,app-000008.log"}, 1.0},
+		{"under load 0.5 the same stream waits for twice as much",
+			stream(MiB/60.0, withActive(segs(8, 8*MiB, model.Closed))...), 0.5, nil, 0.5},
+		{"a full target of small segments compacts on an idle host, in runs within target_size",
+			stream(0, withActive(segs(5, 40*MiB, model.Closed))...), 0,
+			[]string{"app-000001.log,app-000002.log,app-000003.log", "app-000004.log,app-000005.log"}, 200.0 / 128},
+		{"fewer than min_segments eligible gives priority 0",
+			stream(100*MiB, withActive(segs(2, 100*MiB, model.Closed))...), 0, nil, 0},
+		{"load at pause_above starts nothing however high the priority",
+			stream(100*MiB, withActive(segs(8, 60*MiB, model.Closed))...), 0.9, nil, -1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Plan(c.stream, Input{Load: c.load, PauseAbove: 0.85})
+			if c.wantP >= 0 && fmt.Sprintf("%.4f", d.Priority.Value) != fmt.Sprintf("%.4f", c.wantP) {
+				t.Fatalf("priority %v, want %v (%s)", d.Priority.Value, c.wantP, d.Priority.Terms())
+			}
+			var got []string
+			for _, j := range d.Jobs {
+				got = append(got, names(j))
+				if j.Bytes > int64(c.stream.Config.Compaction.TargetSize) {
+					t.Fatalf("job of %d bytes exceeds target", j.Bytes)
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(c.want, "|") {
+				t.Fatalf("jobs %q, want %q (why: %s)", got, c.want, d.Why)
+			}
+			if len(d.Jobs) == 0 && d.Why == "" {
+				t.Fatal("no job and no reason")
+			}
+		})
+	}
+}
+
+func TestRunsNeverSpanAnIneligibleOrForeignEntry(t *testing.T) {
+	ss := segs(9, 25*MiB, model.Closed)
+	ss[2].State = model.Active                            // held open for writing
+	ss[5].State, ss[5].Size = model.Consolidated, 128*MiB // at target: not merged again
+	s := stream(0, withActive(ss)...)
+	s.Foreign = []string{"app-000007x.log"} // a symlink sorting between 7 and 8
+	d := Plan(s, Input{PauseAbove: 0.85, Exclude: map[string]bool{"app-000009.log": true}})
+	var got []string
+	for _, j := range d.Jobs {
+		got = append(got, names(j))
+	}
+	want := "app-000001.log,app-000002.log|app-000004.log,app-000005.log"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("jobs %q, want %q", got, want)
+	}
+	if d.Jobs[0].Output != "app-000001~c1.log" {
+		t.Fatalf("output %q", d.Jobs[0].Output)
+	}
+}
+
+func TestPriorityIsMonotone(t *testing.T) {
+	base := ComputePriority(1000, 2000, 50*MiB, 128*MiB, 0.3, 5, 3).Value
+	if ComputePriority(2000, 2000, 50*MiB, 128*MiB, 0.3, 5, 3).Value <= base {
+		t.Fatal("more growth did not raise priority")
+	}
+	if ComputePriority(1000, 2000, 60*MiB, 128*MiB, 0.3, 5, 3).Value <= base {
+		t.Fatal("more bytes did not raise priority")
+	}
+	if ComputePriority(1000, 2000, 50*MiB, 128*MiB, 0.6, 5, 3).Value >= base {
+		t.Fatal("more load did not lower priority")
+	}
+	if ComputePriority(-5, 2000, 50*MiB, 128*MiB, 2, 5, 3).Value != 0 {
+		t.Fatal("out-of-range inputs were not clamped")
+	}
+	_ = time.Second
+}
