@@ -1,0 +1,334 @@
+// Package daemon wires the subsystems together. One pass is: scan -> growth
+// tracker -> snapshot -> archiver.Plan and compactor.Plan -> report. `plan` prints
+// a pass; `once` makes one pass and saves the growth history; `run` makes passes
+// on a timer and on fsnotify triggers until stopped. Acting on the decisions
+// arrives with the compaction and archival issues; here they are logged.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/archiver"
+	"github.com/logcompactd/logcompactd/internal/compactor"
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/growth"
+	"github.com/logcompactd/logcompactd/internal/loadprobe"
+	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/scanner"
+)
+
+// File names inside the state dir.
+const (
+	lockName    = "lock"
+	historyName = "growth.history"
+)
+
+// Options configure a Daemon. The zero value opens it for writing with the real clock.
+type Options struct {
+	Logger *zap.Logger
+	// ReadOnly opens without creating the state dir, taking the lock or saving
+	// history: what `plan` needs to change nothing while a daemon runs.
+	ReadOnly bool
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Notify sends an sd_notify state ("READY=1", "STATUS=..."); default: none.
+	Notify func(state string)
+}
+
+// Daemon is the wired set of subsystems for one config.
+type Daemon struct {
+	cfg     *config.Config
+	opts    Options
+	log     *zap.Logger
+	scanner *scanner.Scanner
+	tracker *growth.Tracker
+	probe   *loadprobe.Probe
+	state   *fsx.Dir
+	lock    *os.File
+	last    map[string]scanner.Result // latest scan per stream
+	saved   time.Time
+	prev    map[string]string // last logged actions per stream, to log changes once
+}
+
+func growthOptions(c *config.Config) growth.Options {
+	return growth.Options{Window: c.Growth.Window, Alpha: c.Growth.Alpha}
+}
+
+// Open validates that the state dir is usable (creating it 0700 unless ReadOnly),
+// takes the one-instance lock, and loads the growth history.
+func Open(cfg *config.Config, o Options) (*Daemon, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Notify == nil {
+		o.Notify = func(string) {}
+	}
+	d := &Daemon{cfg: cfg, opts: o, log: o.Logger, tracker: growth.NewTracker(growthOptions(cfg)),
+		last: map[string]scanner.Result{}, prev: map[string]string{}}
+	if err := d.openState(); err != nil {
+		return nil, err
+	}
+	d.scanner = scanner.New(cfg.Streams, scanner.Options{Logger: d.log})
+	d.probe = loadprobe.New(loadprobe.Options{Enabled: cfg.Load.Enabled, Interval: cfg.Load.Interval, Logger: d.log})
+	return d, nil
+}
+
+func (d *Daemon) openState() error {
+	dir := d.cfg.StateDir
+	if d.opts.ReadOnly {
+		sd, err := fsx.OpenDir(dir)
+		if err != nil {
+			d.log.Warn("no growth history: state dir not readable; rates start from this scan", zap.String("state_dir", dir), zap.Error(err))
+			return nil
+		}
+		d.state = sd
+	} else {
+		if err := fsx.EnsureStateDir(dir); err != nil {
+			return err
+		}
+		sd, err := fsx.OpenDir(dir)
+		if err != nil {
+			return err
+		}
+		lock, err := sd.Lock(lockName)
+		if err != nil {
+			sd.Close()
+			return err
+		}
+		d.state, d.lock = sd, lock
+		if err := sd.RemoveTemps(); err != nil {
+			d.log.Warn("cannot remove temporary files from the state dir", zap.Error(err))
+		}
+	}
+	data, err := d.state.ReadFile(historyName)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		d.log.Warn("cannot read growth history; starting fresh", zap.Error(err))
+	default:
+		if err := d.tracker.Unmarshal(data); err != nil {
+			d.log.Warn("growth history unusable; starting fresh", zap.String("file", filepath.Join(dir, historyName)), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// Close releases everything Open took. Safe to call twice.
+func (d *Daemon) Close() error {
+	var errs []error
+	if d.probe != nil {
+		d.probe.Close()
+	}
+	if d.scanner != nil {
+		errs = append(errs, d.scanner.Close())
+	}
+	if d.lock != nil {
+		errs = append(errs, d.lock.Close())
+		d.lock = nil
+	}
+	if d.state != nil {
+		errs = append(errs, d.state.Close())
+		d.state = nil
+	}
+	return errors.Join(errs...)
+}
+
+// SaveHistory persists the growth history atomically (0600). No-op when ReadOnly.
+func (d *Daemon) SaveHistory() error {
+	if d.opts.ReadOnly || d.state == nil {
+		return nil
+	}
+	data, err := d.tracker.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := d.state.ReplaceFile(historyName, data, 0o600); err != nil {
+		return fmt.Errorf("save growth history: %w", err)
+	}
+	d.saved = d.opts.Now()
+	return nil
+}
+
+// Pass scans (every stream, or those whose dir is in only), updates growth, and
+// plans. It returns the report; it changes nothing on disk.
+func (d *Daemon) Pass(only map[string]bool) *Report {
+	now := d.opts.Now()
+	results := d.scanner.Scan(now, only)
+	fsSeen := map[uint64]bool{}
+	for _, r := range results {
+		d.last[r.Stream.Name] = r
+		if r.Err != nil {
+			continue
+		}
+		obs := make([]growth.Obs, len(r.Entries))
+		for i, e := range r.Entries {
+			obs[i] = growth.Obs{ID: e.ID(), Size: e.Stat.Size}
+		}
+		d.tracker.Observe(r.Stream.Name, r.At, obs)
+		if r.FS.Total > 0 && !fsSeen[r.FS.Dev] {
+			fsSeen[r.FS.Dev] = true
+			d.tracker.ObserveFS(r.FS.Dev, r.At, int64(r.FS.Total-r.FS.Avail))
+		}
+	}
+	return d.plan(now)
+}
+
+// snapshot builds the model from the latest scan of every stream.
+func (d *Daemon) snapshot(now time.Time) []*model.Stream {
+	var out []*model.Stream
+	for _, sc := range d.cfg.Streams {
+		r, ok := d.last[sc.Name]
+		s := &model.Stream{Config: sc}
+		out = append(out, s)
+		if !ok {
+			s.Err = "not scanned yet"
+			continue
+		}
+		if r.Err != nil {
+			s.Err = r.Err.Error()
+			continue
+		}
+		s.Foreign = r.Foreign
+		s.FS = r.FS
+		s.FS.FillRate = d.tracker.FSRate(r.FS.Dev)
+		writing := make([]bool, len(r.Entries))
+		for i, e := range r.Entries {
+			writing[i] = e.Writing
+			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime})
+			s.HotBytes += e.Stat.Size
+		}
+		model.Classify(s.Segments, writing, now, sc.Compaction.Quiesce)
+		for i := range s.Segments {
+			seg := &s.Segments[i]
+			if seg.State == model.Active {
+				// A closed segment is not written any more: its growth is 0 by definition.
+				seg.GrowthRate = d.tracker.SegmentRate(seg.ID)
+			}
+			seg.PredictedSize = growth.Predict(seg.Size, seg.GrowthRate, d.cfg.Growth.Horizon)
+		}
+		s.GrowthRate = d.tracker.StreamRate(sc.Name)
+		s.PredictedBytes = growth.Predict(s.HotBytes, s.GrowthRate, sc.Archive.TimeToArchive)
+	}
+	return out
+}
+
+// plan decides on the snapshot: archival first (a segment leaving the hot tier is
+// not merged), then compaction of what remains.
+func (d *Daemon) plan(now time.Time) *Report {
+	load := d.probe.Load()
+	streams := d.snapshot(now)
+	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load}
+	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove})
+	for _, s := range streams {
+		exclude := map[string]bool{}
+		var actions []Action
+		for _, j := range arch.Jobs[s.Config.Name] {
+			exclude[j.Segment.Name] = true
+			actions = append(actions, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
+		}
+		var why []string
+		priority := 0.0
+		if s.Err == "" {
+			names := map[string]bool{}
+			for _, seg := range s.Segments {
+				names[seg.Name] = true
+			}
+			for _, f := range s.Foreign {
+				names[f] = true
+			}
+			cd := compactor.Plan(s, compactor.Input{Load: load, PauseAbove: d.cfg.Load.PauseAbove, Exclude: exclude,
+				Taken: func(n string) bool { return names[n] }})
+			priority = cd.Priority.Value
+			for _, j := range cd.Jobs {
+				a := Action{Kind: "compact", Output: j.Output, Reason: j.Reason}
+				for _, in := range j.Inputs {
+					a.Segments = append(a.Segments, in.Name)
+				}
+				actions = append(actions, a)
+			}
+			if cd.Why != "" {
+				why = append(why, "compaction: "+cd.Why)
+			}
+			for _, j := range arch.Deferred[s.Config.Name] {
+				why = append(why, "archive "+j.Segment.Name+": "+j.Reason)
+			}
+			if len(arch.Jobs[s.Config.Name]) == 0 && len(arch.Deferred[s.Config.Name]) == 0 {
+				why = append(why, fmt.Sprintf("archival: predicted %s at +%s within max_hot_bytes %s",
+					Bytes(s.PredictedBytes), s.Config.Archive.TimeToArchive, Bytes(float64(s.Config.Archive.MaxHotBytes))))
+			}
+		}
+		sr := newStreamReport(s)
+		sr.Priority = priority
+		sr.Actions = append(sr.Actions, actions...)
+		sr.why = why
+		rep.Streams = append(rep.Streams, sr)
+	}
+	return rep
+}
+
+// Summary is the one-line state for sd_notify STATUS= and the cycle log.
+func Summary(r *Report) (streams, segments int, hot int64, actions int) {
+	for _, s := range r.Streams {
+		streams++
+		segments += len(s.Segments)
+		hot += s.HotBytes
+		actions += len(s.Actions)
+	}
+	return
+}
+
+// logReport logs one line per cycle and one line per action, at info when the
+// decision is new and at debug when it repeats the previous cycle's.
+func (d *Daemon) logReport(r *Report) {
+	streams, segs, hot, actions := Summary(r)
+	d.log.Debug("pass", zap.Int("streams", streams), zap.Int("segments", segs), zap.Int64("hot_bytes", hot),
+		zap.Float64("load", r.Load), zap.Int("actions", actions))
+	for _, s := range r.Streams {
+		if s.err != "" {
+			if d.prev[s.Name] != "err:"+s.err {
+				d.log.Warn("cannot scan stream", zap.String("stream", s.Name), zap.String("dir", s.Dir), zap.String("error", s.err))
+			}
+			d.prev[s.Name] = "err:" + s.err
+			continue
+		}
+		key := fmt.Sprint(s.Actions)
+		lvl := zap.InfoLevel
+		if d.prev[s.Name] == key {
+			lvl = zap.DebugLevel
+		}
+		d.prev[s.Name] = key
+		for _, a := range s.Actions {
+			d.log.Check(lvl, "would "+a.Kind).Write(zap.String("stream", s.Name), zap.String("action", a.Kind),
+				zap.Strings("segments", a.Segments), zap.String("output", a.Output), zap.String("reason", a.Reason),
+				zap.Float64("growth_rate", s.GrowthRate), zap.Float64("predicted_bytes", s.PredictedBytes),
+				zap.Float64("priority", s.Priority), zap.Float64("load", r.Load))
+		}
+	}
+}
+
+func (d *Daemon) status(r *Report) string {
+	streams, segs, hot, actions := Summary(r)
+	return fmt.Sprintf("STATUS=%d streams, %d segments, %s hot, load %.2f, %d actions planned",
+		streams, segs, Bytes(float64(hot)), r.Load, actions)
+}
+
+// sortedDirs is for stable logs.
+func sortedDirs(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

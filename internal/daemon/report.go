@@ -1,0 +1,148 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+// Report is the `plan --json` contract (SPEC §11): exactly these fields.
+type Report struct {
+	Time    string         `json:"time"`
+	Load    float64        `json:"load"`
+	Streams []StreamReport `json:"streams"`
+}
+
+// StreamReport is one stream of the report.
+type StreamReport struct {
+	Name           string          `json:"name"`
+	Dir            string          `json:"dir"`
+	Pattern        string          `json:"pattern"`
+	HotBytes       int64           `json:"hot_bytes"`
+	GrowthRate     float64         `json:"growth_rate"`
+	PredictedBytes float64         `json:"predicted_bytes"`
+	Priority       float64         `json:"priority"`
+	Segments       []SegmentReport `json:"segments"`
+	Actions        []Action        `json:"actions"`
+
+	// For the human table only.
+	err       string
+	why       []string
+	foreign   []string
+	horizon   time.Duration
+	whyActive map[string]string
+}
+
+// SegmentReport is one segment of the report.
+type SegmentReport struct {
+	Name          string  `json:"name"`
+	Size          int64   `json:"size"`
+	State         string  `json:"state"`
+	GrowthRate    float64 `json:"growth_rate"`
+	PredictedSize float64 `json:"predicted_size"`
+	Priority      float64 `json:"priority"`
+}
+
+// Action is one decision of the pass.
+type Action struct {
+	Kind     string   `json:"kind"` // compact|archive
+	Segments []string `json:"segments"`
+	Output   string   `json:"output"`
+	Reason   string   `json:"reason"`
+}
+
+func newStreamReport(s *model.Stream) StreamReport {
+	r := StreamReport{Name: s.Config.Name, Dir: s.Config.Dir, Pattern: s.Config.Pattern,
+		HotBytes: s.HotBytes, GrowthRate: s.GrowthRate, PredictedBytes: s.PredictedBytes,
+		Segments: []SegmentReport{}, Actions: []Action{}, err: s.Err, foreign: s.Foreign,
+		horizon: s.Config.Archive.TimeToArchive, whyActive: map[string]string{}}
+	for _, seg := range s.Segments {
+		r.Segments = append(r.Segments, SegmentReport{Name: seg.Name, Size: seg.Size, State: string(seg.State),
+			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})
+		if seg.Why != "" {
+			r.whyActive[seg.Name] = seg.Why
+		}
+	}
+	return r
+}
+
+// WriteJSON writes the report as one JSON object.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes the report for people: per stream a header, the segments, and
+// the actions with their reasons (or why there are none).
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "plan at %s, system load L=%.2f\n", r.Time, r.Load)
+	for _, s := range r.Streams {
+		fmt.Fprintf(w, "\nstream %s  dir=%s  pattern=%s\n", s.Name, s.Dir, s.Pattern)
+		if s.err != "" {
+			fmt.Fprintf(w, "  error: %s\n", s.err)
+			continue
+		}
+		fmt.Fprintf(w, "  hot %s  growth %s/s  predicted at +%s %s  compaction priority %.2f\n",
+			Bytes(float64(s.HotBytes)), Bytes(s.GrowthRate), s.horizon, Bytes(s.PredictedBytes), s.Priority)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SEGMENT\tSIZE\tSTATE\tGROWTH/s\tPREDICTED\tPRIORITY\t")
+		for _, seg := range s.Segments {
+			state := seg.State
+			if why := s.whyActive[seg.Name]; why != "" {
+				state += " (" + why + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2f\t\n", quoteName(seg.Name), Bytes(float64(seg.Size)), state,
+				Bytes(seg.GrowthRate), Bytes(seg.PredictedSize), seg.Priority)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, f := range s.foreign {
+			fmt.Fprintf(w, "  skipped %s: not a single-link regular file on this filesystem\n", quoteName(f))
+		}
+		for _, a := range s.Actions {
+			names := a.Segments
+			if len(names) > 3 {
+				names = []string{names[0], fmt.Sprintf("… %d more …", len(names)-2), names[len(names)-1]}
+			}
+			for i := range names {
+				names[i] = quoteName(names[i])
+			}
+			fmt.Fprintf(w, "  -> %s %s => %s\n     because %s\n", a.Kind, strings.Join(names, " "), quoteName(a.Output), a.Reason)
+		}
+		if len(s.Actions) == 0 {
+			fmt.Fprintf(w, "  -> no action: %s\n", strings.Join(s.why, "; "))
+		}
+	}
+	return nil
+}
+
+// quoteName shows a file name on one line whatever bytes it holds.
+func quoteName(n string) string {
+	for _, r := range n {
+		if r < 0x20 || r == 0x7f || r == '\uFFFD' || r == ' ' || r == '"' {
+			return fmt.Sprintf("%q", n)
+		}
+	}
+	return n
+}
+
+// Bytes formats a byte count with a binary unit.
+func Bytes(b float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for (b >= 1024 || b <= -1024) && i < len(units)-1 {
+		b /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f%s", b, units[i])
+	}
+	return fmt.Sprintf("%.1f%s", b, units[i])
+}
