@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -302,7 +303,11 @@ func (d *Daemon) logReport(r *Report) {
 			d.prev[s.Name] = "err:" + s.err
 			continue
 		}
-		key := fmt.Sprint(s.Actions)
+		var b strings.Builder
+		for _, a := range s.Actions {
+			fmt.Fprintf(&b, "%s %q %q;", a.Kind, a.Segments, a.Output)
+		}
+		key := b.String()
 		lvl := zap.InfoLevel
 		if d.prev[s.Name] == key {
 			lvl = zap.DebugLevel

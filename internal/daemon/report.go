@@ -106,21 +106,39 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, f := range s.foreign {
 			fmt.Fprintf(w, "  skipped %s: not a single-link regular file on this filesystem\n", quoteName(f))
 		}
-		for _, a := range s.Actions {
-			names := a.Segments
-			if len(names) > 3 {
-				names = []string{names[0], fmt.Sprintf("… %d more …", len(names)-2), names[len(names)-1]}
+		for i := 0; i < len(s.Actions); {
+			// Consecutive archive actions for the same reason read as one line.
+			a, j := s.Actions[i], i+1
+			var names []string
+			names = append(names, a.Segments...)
+			for a.Kind == "archive" && j < len(s.Actions) && s.Actions[j].Kind == "archive" && s.Actions[j].Reason == a.Reason {
+				names = append(names, s.Actions[j].Segments...)
+				j++
 			}
-			for i := range names {
-				names[i] = quoteName(names[i])
+			out := quoteName(a.Output)
+			if j-i > 1 {
+				out = fmt.Sprintf("%d files in the cold dir", j-i)
 			}
-			fmt.Fprintf(w, "  -> %s %s => %s\n     because %s\n", a.Kind, strings.Join(names, " "), quoteName(a.Output), a.Reason)
+			fmt.Fprintf(w, "  -> %s %s => %s\n     because %s\n", a.Kind, listNames(names), out, a.Reason)
+			i = j
 		}
 		if len(s.Actions) == 0 {
 			fmt.Fprintf(w, "  -> no action: %s\n", strings.Join(s.why, "; "))
 		}
 	}
 	return nil
+}
+
+// listNames shows up to three names, eliding the middle of longer lists.
+func listNames(names []string) string {
+	if len(names) > 3 {
+		return fmt.Sprintf("%s … %d more … %s", quoteName(names[0]), len(names)-2, quoteName(names[len(names)-1]))
+	}
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = quoteName(n)
+	}
+	return strings.Join(q, " ")
 }
 
 // quoteName shows a file name on one line whatever bytes it holds.

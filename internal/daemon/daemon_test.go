@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testConfig(t *testing.T) (*config.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`state_dir: %s/state
+scan_interval: 50ms
+load: {enabled: false}
+compaction: {quiesce: 1s, target_size: 1MiB}
+archive: {cold_dir: %s/cold, max_hot_bytes: 1MiB, time_to_archive: 1h}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+  - {name: gone, dir: %s/missing, pattern: "*.log"}
+`, dir, dir, logs, dir)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for i := 1; i <= 5; i++ {
+		p := filepath.Join(logs, fmt.Sprintf("app-%06d.log", i))
+		if err := os.WriteFile(p, bytes.Repeat([]byte("x\n"), 150000), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg, logs
+}
+
+func keys(m map[string]any) string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	sort.Strings(k)
+	return strings.Join(k, ",")
+}
+
+// TestPlanJSONHasExactlyTheContractFields decodes plan --json generically and
+// compares every object's key set with SPEC §11.
+func TestPlanJSONHasExactlyTheContractFields(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var buf bytes.Buffer
+	if err := d.Plan().WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &top); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(top); got != "load,streams,time" {
+		t.Fatalf("top-level keys %s", got)
+	}
+	streams := top["streams"].([]any)
+	if len(streams) != 2 {
+		t.Fatalf("%d streams", len(streams))
+	}
+	s := streams[0].(map[string]any)
+	if got := keys(s); got != "actions,dir,growth_rate,hot_bytes,name,pattern,predicted_bytes,priority,segments" {
+		t.Fatalf("stream keys %s", got)
+	}
+	seg := s["segments"].([]any)[0].(map[string]any)
+	if got := keys(seg); got != "growth_rate,name,predicted_size,priority,size,state" {
+		t.Fatalf("segment keys %s", got)
+	}
+	actions := s["actions"].([]any)
+	if len(actions) == 0 {
+		t.Fatal("no actions for 1.5 MB of closed segments over a 1 MiB cap")
+	}
+	for _, a := range actions {
+		if got := keys(a.(map[string]any)); got != "kind,output,reason,segments" {
+			t.Fatalf("action keys %s", got)
+		}
+	}
+	// A stream whose dir is missing still appears, with empty lists, not null.
+	if g := streams[1].(map[string]any); g["segments"] == nil || g["actions"] == nil {
+		t.Fatalf("missing stream: %v", g)
+	}
+}
+
+func TestRunStopsCleanlyOnCancel(t *testing.T) {
+	cfg, logs := testConfig(t)
+	var notes []string
+	ready := make(chan struct{}, 1)
+	d, err := Open(cfg, Options{Notify: func(s string) {
+		notes = append(notes, s)
+		if s == "READY=1" {
+			ready <- struct{}{}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, nil, nil) }()
+	<-ready
+	if err := os.WriteFile(filepath.Join(logs, "app-000006.log"), []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if !strings.HasPrefix(notes[0], "STATUS=2 streams, 5 segments") || notes[len(notes)-1] != "STOPPING=1" {
+		t.Fatalf("notifications %q", notes)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, historyName)); err != nil {
+		t.Fatalf("history not saved on stop: %v", err)
+	}
+}
