@@ -451,3 +451,46 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckRejectsBadConfigsWithExit2 runs `check` on the real binary for many
+// distinct bad configs: each must exit 2 and name the key.
+func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
+	e := newEnv(t)
+	open := filepath.Join(e.dir, "open")
+	must(t, os.Mkdir(open, 0o777))
+	must(t, os.Chmod(open, 0o777))
+	stream := func(extra string) string {
+		return "streams:\n  - {name: a, dir: " + e.logs + ", pattern: \"a-*.log\"" + extra + "}\n"
+	}
+	cases := map[string]string{
+		"scan_intervl":                       "scan_intervl: 1s\n" + stream(""),
+		"compaction.target_sise":             "compaction: {target_sise: 1MiB}\n" + stream(""),
+		"compaction.target_size":             "compaction: {target_size: 12XB}\n" + stream(""),
+		"scan_interval":                      "scan_interval: soon\n" + stream(""),
+		"growth.alpha":                       "growth: {alpha: 2}\n" + stream(""),
+		"load.pause_above":                   "load: {pause_above: 0}\n" + stream(""),
+		"load.enabled":                       "load: {enabled: sometimes}\n" + stream(""),
+		"compaction.workers":                 "compaction: {workers: 0}\n" + stream(""),
+		"compaction.growth_ref":              "compaction: {growth_ref: 5MiB}\n" + stream(""),
+		"archive.low_watermark":              "archive: {low_watermark: 1.5}\n" + stream(""),
+		"archive.keep_free":                  "archive: {keep_free: 101%}\n" + stream(""),
+		"archive.compress":                   "archive: {compress: rar}\n" + stream(""),
+		"state_dir":                          "state_dir: relative/state\n" + stream(""),
+		"streams[0].order":                   stream(", order: size"),
+		"streams[0].pattern":                 "streams:\n  - {name: a, dir: " + e.logs + ", pattern: \"x/y\"}\n",
+		"streams[0].dir":                     "streams:\n  - {name: a, dir: " + open + ", pattern: \"*\"}\n",
+		"streams[1].pattern":                 stream("") + "  - {name: b, dir: " + e.logs + ", pattern: \"*.log\"}\n",
+		"streams[0].archive.cold_dir":        stream(", archive: {cold_dir: " + e.logs + "/cold}"),
+		"streams[0].compaction.min_segments": stream(", compaction: {min_segments: 1}"),
+		"log_format":                         "log_format: xml\n" + stream(""),
+	}
+	for key, yaml := range cases {
+		t.Run(key, func(t *testing.T) {
+			must(t, os.WriteFile(e.config, []byte(yaml), 0o644))
+			_, stderr, code := e.cli("check")
+			if code != 2 || !strings.Contains(stderr, e.config) || !strings.Contains(stderr, key+":") {
+				t.Fatalf("exit %d, stderr %q: want 2, the file and key %q", code, stderr, key)
+			}
+		})
+	}
+}
