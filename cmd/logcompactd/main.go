@@ -183,63 +183,56 @@ func setup(g *globals, stderr io.Writer) (*config.Config, *zap.Logger, error) {
 
 func notify(state string) { _, _ = daemon.SdNotify(false, state) }
 
-func cmdRun(g *globals, stderr io.Writer) error {
+// withDaemon loads the config, builds the logger, opens the daemon, runs fn and
+// closes everything.
+func withDaemon(g *globals, stderr io.Writer, o lcd.Options, fn func(*lcd.Daemon) error) error {
 	cfg, log, err := setup(g, stderr)
 	if err != nil {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck
-	d, err := lcd.Open(cfg, lcd.Options{Logger: log, Notify: notify})
+	o.Logger = log
+	d, err := lcd.Open(cfg, o)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default:
+	return fn(d)
+}
+
+func cmdRun(g *globals, stderr io.Writer) error {
+	return withDaemon(g, stderr, lcd.Options{Notify: notify}, func(d *lcd.Daemon) error {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reload := make(chan struct{}, 1)
+		go func() {
+			for range hup {
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
 			}
-		}
-	}()
-	return d.Run(ctx, reload, func() (*config.Config, error) { return loadConfig(g) })
+		}()
+		return d.Run(ctx, reload, func() (*config.Config, error) { return loadConfig(g) })
+	})
 }
 
 func cmdOnce(g *globals, stderr io.Writer) error {
-	cfg, log, err := setup(g, stderr)
-	if err != nil {
+	return withDaemon(g, stderr, lcd.Options{}, func(d *lcd.Daemon) error {
+		_, err := d.Once()
 		return err
-	}
-	defer log.Sync() //nolint:errcheck
-	d, err := lcd.Open(cfg, lcd.Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	_, err = d.Once()
-	return err
+	})
 }
 
 func cmdPlan(g *globals, asJSON bool, stdout, stderr io.Writer) error {
-	cfg, log, err := setup(g, stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Sync() //nolint:errcheck
-	d, err := lcd.Open(cfg, lcd.Options{Logger: log, ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	r := d.Plan()
-	if asJSON {
-		return r.WriteJSON(stdout)
-	}
-	return r.WriteTable(stdout)
+	return withDaemon(g, stderr, lcd.Options{ReadOnly: true}, func(d *lcd.Daemon) error {
+		r := d.Plan()
+		if asJSON {
+			return r.WriteJSON(stdout)
+		}
+		return r.WriteTable(stdout)
+	})
 }
