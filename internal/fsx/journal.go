@@ -1,0 +1,430 @@
+package fsx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// The intent journal: an append-only file in the state dir. Every record is
+//
+//	magic "LJ" | payload length uint32 | CRC-32C(payload) uint32 | payload
+//
+// and is fsynced before the step it announces. Payloads are a type byte and
+// fields (uvarints; byte strings with a uvarint length, so any name is stored
+// losslessly). On open, a bad record at the end is a torn write and is truncated
+// away; a bad record followed by any good record is a corrupt middle: OpenJournal
+// returns ErrJournalCorrupt and the caller must not take destructive actions.
+
+// ErrJournalCorrupt means the journal is damaged before its end.
+var ErrJournalCorrupt = errors.New("fsx: intent journal corrupt")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+const (
+	recBegin   byte = 1
+	recCreated byte = 2
+	recCommit  byte = 3
+	recDone    byte = 4
+	headerLen       = 10
+)
+
+// FileRef identifies a file: its name in the op's dir and its identity.
+type FileRef struct {
+	Name    string
+	Dev     uint64
+	Ino     uint64
+	Gen     int64 // birth time in ns, 0 if unknown
+	Size    int64
+	MtimeNs int64
+}
+
+// RefOf makes a FileRef from a name and a Stat.
+func RefOf(name string, st Stat) FileRef {
+	return FileRef{Name: name, Dev: st.Dev, Ino: st.Ino, Gen: st.Btime, Size: st.Size, MtimeNs: st.Mtime.UnixNano()}
+}
+
+// Matches reports whether st is the same file (identity), unchanged (size, mtime).
+func (r FileRef) Matches(st Stat) bool {
+	return r.SameFile(st) && st.Size == r.Size && st.Mtime.UnixNano() == r.MtimeNs
+}
+
+// SameFile reports whether st has r's identity (device, inode, generation).
+func (r FileRef) SameFile(st Stat) bool {
+	return st.Kind == Regular && st.Dev == r.Dev && st.Ino == r.Ino && st.Btime == r.Gen
+}
+
+// Op is one journaled operation and what is known of its progress.
+type Op struct {
+	ID      uint64
+	Kind    string // "merge"
+	Stream  string
+	Dir     string // the managed dir's path, as configured
+	Output  string
+	Temp    string
+	Inputs  []FileRef
+	Created *FileRef // the temp file's identity, once created
+	Commit  *Commit
+	Done    bool
+}
+
+// Commit is recorded once the output is durable, verified and visible.
+type Commit struct {
+	OutSize   int64
+	OutCRC    uint32
+	InputCRCs []uint32
+	Newlines  []uint32 // indexes of text inputs after which a newline was inserted
+	AtNs      int64
+}
+
+// Journal is the open intent journal. Safe for concurrent use.
+type Journal struct {
+	d    *Dir
+	name string
+	mu   sync.Mutex
+	f    *os.File
+	next uint64
+	ops  map[uint64]*Op
+}
+
+// OpenJournal opens (creating 0600) the journal name in d and replays it.
+func OpenJournal(d *Dir, name string) (*Journal, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDWR|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open journal", Path: d.path + "/" + name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.path+"/"+name)
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	j := &Journal{d: d, name: name, f: f, ops: map[uint64]*Op{}, next: 1}
+	good, err := j.replay(data)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if good < len(data) {
+		if err := f.Truncate(int64(good)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("truncate torn journal tail: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fsync journal: %w", err)
+		}
+	}
+	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// replay applies every good record and returns the length of the good prefix.
+func (j *Journal) replay(data []byte) (int, error) {
+	off := 0
+	for off < len(data) {
+		payload, n, ok := readRecord(data[off:])
+		if !ok {
+			// Torn tail, unless some good record follows.
+			for k := off + 1; k+headerLen <= len(data); k++ {
+				if data[k] == 'L' && data[k+1] == 'J' {
+					if _, _, ok := readRecord(data[k:]); ok {
+						return 0, fmt.Errorf("%w: bad record at offset %d followed by good records", ErrJournalCorrupt, off)
+					}
+				}
+			}
+			return off, nil
+		}
+		if err := j.apply(payload); err != nil {
+			return 0, fmt.Errorf("%w: record at offset %d: %v", ErrJournalCorrupt, off, err)
+		}
+		off += n
+	}
+	return off, nil
+}
+
+func readRecord(b []byte) (payload []byte, n int, ok bool) {
+	if len(b) < headerLen || b[0] != 'L' || b[1] != 'J' {
+		return nil, 0, false
+	}
+	l := binary.BigEndian.Uint32(b[2:6])
+	if uint64(l) > uint64(len(b)-headerLen) {
+		return nil, 0, false
+	}
+	p := b[headerLen : headerLen+int(l)]
+	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[6:10]) {
+		return nil, 0, false
+	}
+	return p, headerLen + int(l), true
+}
+
+type dec struct {
+	b   []byte
+	err error
+}
+
+func (d *dec) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errors.New("short record")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errors.New("short record")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) bytes() string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errors.New("short record")
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *dec) ref() FileRef {
+	return FileRef{Name: d.bytes(), Dev: d.uvarint(), Ino: d.uvarint(), Gen: d.varint(), Size: d.varint(), MtimeNs: d.varint()}
+}
+
+type enc struct{ b []byte }
+
+func (e *enc) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) bytes(s string)   { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *enc) ref(r FileRef) {
+	e.bytes(r.Name)
+	e.uvarint(r.Dev)
+	e.uvarint(r.Ino)
+	e.varint(r.Gen)
+	e.varint(r.Size)
+	e.varint(r.MtimeNs)
+}
+
+func (j *Journal) apply(p []byte) error {
+	if len(p) == 0 {
+		return errors.New("empty record")
+	}
+	d := &dec{b: p[1:]}
+	id := d.uvarint()
+	switch p[0] {
+	case recBegin:
+		op := &Op{ID: id, Kind: d.bytes(), Stream: d.bytes(), Dir: d.bytes(), Output: d.bytes(), Temp: d.bytes()}
+		n := d.uvarint()
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			op.Inputs = append(op.Inputs, d.ref())
+		}
+		if d.err == nil {
+			j.ops[id] = op
+		}
+	case recCreated:
+		r := d.ref()
+		if op := j.ops[id]; op != nil && d.err == nil {
+			op.Created = &r
+		}
+	case recCommit:
+		c := &Commit{OutSize: d.varint(), OutCRC: uint32(d.uvarint()), AtNs: d.varint()}
+		n := d.uvarint()
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			c.InputCRCs = append(c.InputCRCs, uint32(d.uvarint()))
+		}
+		n = d.uvarint()
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			c.Newlines = append(c.Newlines, uint32(d.uvarint()))
+		}
+		if op := j.ops[id]; op != nil && d.err == nil {
+			op.Commit = c
+		}
+	case recDone:
+		if d.err == nil {
+			delete(j.ops, id)
+		}
+	default:
+		return fmt.Errorf("unknown record type %d", p[0])
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if id >= j.next {
+		j.next = id + 1
+	}
+	return nil
+}
+
+func frame(payload []byte) []byte {
+	out := make([]byte, headerLen, headerLen+len(payload))
+	out[0], out[1] = 'L', 'J'
+	binary.BigEndian.PutUint32(out[2:6], uint32(len(payload)))
+	binary.BigEndian.PutUint32(out[6:10], crc32.Checksum(payload, castagnoli))
+	return append(out, payload...)
+}
+
+// append writes one record durably and applies it.
+func (j *Journal) append(payload []byte) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return errors.New("fsx: journal closed")
+	}
+	if _, err := j.f.Write(frame(payload)); err != nil {
+		return fmt.Errorf("append journal: %w", err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("fsync journal: %w", err)
+	}
+	return j.apply(payload)
+}
+
+func encodeBegin(id uint64, op *Op) []byte {
+	e := &enc{b: []byte{recBegin}}
+	e.uvarint(id)
+	e.bytes(op.Kind)
+	e.bytes(op.Stream)
+	e.bytes(op.Dir)
+	e.bytes(op.Output)
+	e.bytes(op.Temp)
+	e.uvarint(uint64(len(op.Inputs)))
+	for _, r := range op.Inputs {
+		e.ref(r)
+	}
+	return e.b
+}
+
+func encodeCreated(id uint64, r FileRef) []byte {
+	e := &enc{b: []byte{recCreated}}
+	e.uvarint(id)
+	e.ref(r)
+	return e.b
+}
+
+func encodeCommit(id uint64, c *Commit) []byte {
+	e := &enc{b: []byte{recCommit}}
+	e.uvarint(id)
+	e.varint(c.OutSize)
+	e.uvarint(uint64(c.OutCRC))
+	e.varint(c.AtNs)
+	e.uvarint(uint64(len(c.InputCRCs)))
+	for _, v := range c.InputCRCs {
+		e.uvarint(uint64(v))
+	}
+	e.uvarint(uint64(len(c.Newlines)))
+	for _, v := range c.Newlines {
+		e.uvarint(uint64(v))
+	}
+	return e.b
+}
+
+// Begin journals a new operation and returns its id.
+func (j *Journal) Begin(op Op) (uint64, error) {
+	j.mu.Lock()
+	id := j.next
+	j.next++
+	j.mu.Unlock()
+	return id, j.append(encodeBegin(id, &op))
+}
+
+// Created journals the identity of the op's temporary output.
+func (j *Journal) Created(id uint64, r FileRef) error { return j.append(encodeCreated(id, r)) }
+
+// Commit journals that the op's output is durable, verified and in place.
+func (j *Journal) Commit(id uint64, c Commit) error { return j.append(encodeCommit(id, &c)) }
+
+// Done journals that the op is finished (or abandoned with its inputs intact).
+func (j *Journal) Done(id uint64) error {
+	e := &enc{b: []byte{recDone}}
+	e.uvarint(id)
+	return j.append(e.b)
+}
+
+// Pending returns copies of the unfinished ops, oldest first.
+func (j *Journal) Pending() []Op {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make([]Op, 0, len(j.ops))
+	for _, op := range j.ops {
+		c := *op
+		out = append(out, c)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// Compact rewrites the journal with only the pending ops, atomically, when it
+// has grown past limit bytes.
+func (j *Journal) Compact(limit int64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	fi, err := j.f.Stat()
+	if err != nil || fi.Size() < limit {
+		return err
+	}
+	var buf bytes.Buffer
+	ids := make([]uint64, 0, len(j.ops))
+	for id := range j.ops {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	for _, id := range ids {
+		op := j.ops[id]
+		buf.Write(frame(encodeBegin(id, op)))
+		if op.Created != nil {
+			buf.Write(frame(encodeCreated(id, *op.Created)))
+		}
+		if op.Commit != nil {
+			buf.Write(frame(encodeCommit(id, op.Commit)))
+		}
+	}
+	if err := j.d.ReplaceFile(j.name, buf.Bytes(), 0o600); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(j.d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "reopen journal", Path: j.f.Name(), Err: err}
+	}
+	j.f.Close()
+	j.f = os.NewFile(uintptr(fd), j.f.Name())
+	return nil
+}
+
+// Close closes the journal file. Safe to call twice.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}

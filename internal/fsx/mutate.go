@@ -1,0 +1,114 @@
+package fsx
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// RandomTempName returns a temporary name with 64 random bits, so that nobody
+// can plant a file under it before it is journaled and created.
+func RandomTempName() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return TempPrefix + hex.EncodeToString(b[:])
+}
+
+// CreateOutput creates name exclusively in d (O_EXCL|O_NOFOLLOW), mode 0600, then
+// gives it the owner, group and mode of like. At no instant is it more readable
+// than like: it is born root-private and only narrowed or widened to like's mode
+// after the owner is set.
+func (d *Dir) CreateOutput(name string, like Stat) (*os.File, Stat, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, Stat{}, &os.PathError{Op: "create", Path: d.path + "/" + name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.path+"/"+name)
+	fail := func(op string, err error) (*os.File, Stat, error) {
+		f.Close()
+		return nil, Stat{}, errors.Join(&os.PathError{Op: op, Path: f.Name(), Err: err}, d.Unlink(name, Stat{}))
+	}
+	if err := unix.Fchmod(fd, 0o600&like.Mode); err != nil {
+		return fail("chmod", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := unix.Fchown(fd, int(like.UID), int(like.GID)); err != nil {
+			return fail("chown", err)
+		}
+	}
+	if err := unix.Fchmod(fd, like.Mode&0o777); err != nil {
+		return fail("chmod", err)
+	}
+	st, err := fstat(fd)
+	if err != nil {
+		return fail("stat", err)
+	}
+	return f, st, nil
+}
+
+func fstat(fd int) (Stat, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, statxMask, &x); err != nil {
+		return Stat{}, err
+	}
+	return fromStatx(&x), nil
+}
+
+// Fstat stats an open file.
+func Fstat(f *os.File) (Stat, error) {
+	st, err := fstat(int(f.Fd()))
+	if err != nil {
+		return Stat{}, &os.PathError{Op: "stat", Path: f.Name(), Err: err}
+	}
+	return st, nil
+}
+
+// ErrExists means the target name of a rename already exists.
+var ErrExists = errors.New("fsx: target exists")
+
+// RenameNoReplace renames from to to inside d without ever replacing a file.
+// It does not fsync d; the caller does before depending on the rename.
+func (d *Dir) RenameNoReplace(from, to string) error {
+	if err := unix.Renameat2(d.fd, from, d.fd, to, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("rename %s to %s in %s: %w", from, to, d.path, ErrExists)
+		}
+		return &os.PathError{Op: "rename", Path: d.path + "/" + from, Err: err}
+	}
+	return nil
+}
+
+// Unlink removes name from d if it still is the file want (same device, inode and
+// generation, a regular file); with want.Ino == 0 it removes whatever regular file
+// is there. A missing name is not an error. It does not fsync d.
+func (d *Dir) Unlink(name string, want Stat) error {
+	st, err := d.Stat(name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Kind != Regular {
+		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrNotRegular}
+	}
+	if want.Ino != 0 && (st.Dev != want.Dev || st.Ino != want.Ino || st.Btime != want.Btime) {
+		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}
+	}
+	return d.unlink(name)
+}
+
+// Exists reports whether name exists in d (of any kind), without following it.
+func (d *Dir) Exists(name string) (bool, error) {
+	_, err := d.Stat(name)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return err == nil, err
+}
