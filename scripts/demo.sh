@@ -53,7 +53,7 @@ for step in $(seq 1 12); do
   # What the daemon logged since the last step (its decisions as they happened).
   total=$(wc -l < "$work/daemon.log")
   if [ "$total" -gt "$shown" ]; then
-    tail -n +"$((shown + 1))" "$work/daemon.log" | grep -E 'would|running|warn|error' | cut -c1-220 | tail -n 6 || true
+    tail -n +"$((shown + 1))" "$work/daemon.log" | grep -E "decided|merged|abandoned|running|warn|error" | cut -c1-220 | tail -n 6 || true
     shown=$total
   fi
   # The plan now: stream totals, the newest segments, the actions and their reasons.

@@ -30,6 +30,7 @@ import (
 const (
 	lockName    = "lock"
 	historyName = "growth.history"
+	journalName = "journal"
 )
 
 // Options configure a Daemon. The zero value opens it for writing with the real clock.
@@ -42,6 +43,8 @@ type Options struct {
 	Now func() time.Time
 	// Notify sends an sd_notify state ("READY=1", "STATUS=..."); default: none.
 	Notify func(state string)
+	// Fault is passed to the jobs and recovery as their named-step hook (tests).
+	Fault func(point string)
 }
 
 // Daemon is the wired set of subsystems for one config.
@@ -57,6 +60,14 @@ type Daemon struct {
 	last    map[string]scanner.Result // latest scan per stream
 	saved   time.Time
 	prev    map[string]string // last logged actions per stream, to log changes once
+
+	planned    []plannedMerge // merges decided by the last pass
+	journal    *fsx.Journal   // nil when ReadOnly or unusable
+	journalErr error          // why destructive actions are off, if they are
+	pending    []fsx.Op       // unfinished ops, as of the last pass
+	leases     *fsx.Leases
+	env        *compactor.Env
+	exec       *executor
 }
 
 func growthOptions(c *config.Config) growth.Options {
@@ -82,6 +93,12 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	d.scanner = scanner.New(cfg.Streams, scanner.Options{Logger: d.log})
 	d.probe = loadprobe.New(loadprobe.Options{Enabled: cfg.Load.Enabled, Interval: cfg.Load.Interval, Logger: d.log})
+	if !o.ReadOnly {
+		d.leases = fsx.NewLeases()
+		d.env = &compactor.Env{Journal: d.journal, Leases: d.leases, Log: d.log, Now: o.Now, Fault: o.Fault,
+			Pacer: compactor.NewPacer(float64(cfg.Compaction.MaxRate), 1<<20, nil)}
+		d.exec = newExecutor(d)
+	}
 	return d, nil
 }
 
@@ -111,6 +128,14 @@ func (d *Daemon) openState() error {
 		if err := sd.RemoveTemps(); err != nil {
 			d.log.Warn("cannot remove temporary files from the state dir", zap.Error(err))
 		}
+		j, err := fsx.OpenJournal(sd, journalName)
+		if err != nil {
+			// Loud, and no destructive action until an operator looks: the journal
+			// may hold the only record of a committed merge.
+			d.journalErr = err
+			d.log.Error("intent journal unusable: merging and deleting are OFF until it is repaired", zap.Error(err))
+		}
+		d.journal = j
 	}
 	data, err := d.state.ReadFile(historyName)
 	switch {
@@ -128,6 +153,16 @@ func (d *Daemon) openState() error {
 // Close releases everything Open took. Safe to call twice.
 func (d *Daemon) Close() error {
 	var errs []error
+	if d.exec != nil {
+		d.exec.close()
+	}
+	if d.leases != nil {
+		d.leases.Close()
+	}
+	if d.journal != nil {
+		errs = append(errs, d.journal.Close())
+		d.journal = nil
+	}
 	if d.probe != nil {
 		d.probe.Close()
 	}
@@ -165,6 +200,7 @@ func (d *Daemon) SaveHistory() error {
 // plans. It returns the report; it changes nothing on disk.
 func (d *Daemon) Pass(only map[string]bool) *Report {
 	now := d.opts.Now()
+	d.refreshPending()
 	results := d.scanner.Scan(now, only)
 	fsSeen := map[uint64]bool{}
 	for _, r := range results {
@@ -183,6 +219,20 @@ func (d *Daemon) Pass(only map[string]bool) *Report {
 		}
 	}
 	return d.plan(now)
+}
+
+// refreshPending reloads the unfinished ops (read-only for plan).
+func (d *Daemon) refreshPending() {
+	switch {
+	case d.journal != nil:
+		d.pending = d.journal.Pending()
+	case d.opts.ReadOnly && d.state != nil:
+		ops, err := fsx.ReadJournal(d.state, journalName)
+		if err != nil {
+			d.log.Warn("cannot read the intent journal", zap.Error(err))
+		}
+		d.pending = ops
+	}
 }
 
 // snapshot builds the model from the latest scan of every stream.
@@ -210,6 +260,7 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 			s.HotBytes += e.Stat.Size
 		}
 		model.Classify(s.Segments, writing, now, sc.Compaction.Quiesce)
+		d.markJournaled(s)
 		for i := range s.Segments {
 			seg := &s.Segments[i]
 			if seg.State == model.Active {
@@ -224,12 +275,51 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 	return out
 }
 
+// markJournaled overrides states from the journal and the running jobs: inputs of
+// a committed merge are inactive; outputs of unfinished merges and inputs of
+// running ones are active (nothing else may touch them until they finish).
+func (d *Daemon) markJournaled(s *model.Stream) {
+	type key struct{ dev, ino uint64 }
+	inactive, busy := map[key]bool{}, map[key]string{}
+	for _, op := range d.pending {
+		if filepath.Clean(op.Dir) != filepath.Clean(s.Config.Dir) {
+			continue
+		}
+		for _, in := range op.Inputs {
+			if op.Commit != nil {
+				inactive[key{in.Dev, in.Ino}] = true
+			} else {
+				busy[key{in.Dev, in.Ino}] = "being merged"
+			}
+		}
+		if op.Created != nil {
+			busy[key{op.Created.Dev, op.Created.Ino}] = "output of an unfinished merge"
+		}
+	}
+	if d.exec != nil {
+		for k := range d.exec.busy(s.Config.Name) {
+			busy[key{k.Dev, k.Ino}] = "being merged"
+		}
+	}
+	for i := range s.Segments {
+		seg := &s.Segments[i]
+		k := key{seg.ID.Dev, seg.ID.Ino}
+		switch {
+		case inactive[k]:
+			seg.State, seg.Why = model.Inactive, ""
+		case busy[k] != "":
+			seg.State, seg.Why = model.Active, busy[k]
+		}
+	}
+}
+
 // plan decides on the snapshot: archival first (a segment leaving the hot tier is
 // not merged), then compaction of what remains.
 func (d *Daemon) plan(now time.Time) *Report {
 	load := d.probe.Load()
 	streams := d.snapshot(now)
 	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load}
+	d.planned = d.planned[:0]
 	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove})
 	for _, s := range streams {
 		exclude := map[string]bool{}
@@ -251,12 +341,22 @@ func (d *Daemon) plan(now time.Time) *Report {
 			cd := compactor.Plan(s, compactor.Input{Load: load, PauseAbove: d.cfg.Load.PauseAbove, Exclude: exclude,
 				Taken: func(n string) bool { return names[n] }})
 			priority = cd.Priority.Value
+			entries := map[string]fsx.Stat{}
+			for _, e := range d.last[s.Config.Name].Entries {
+				entries[e.Name] = e.Stat
+			}
 			for _, j := range cd.Jobs {
 				a := Action{Kind: "compact", Output: j.Output, Reason: j.Reason}
+				pm := plannedMerge{stream: s.Config, job: j, reason: j.Reason}
 				for _, in := range j.Inputs {
 					a.Segments = append(a.Segments, in.Name)
+					pm.stats = append(pm.stats, entries[in.Name])
 				}
 				actions = append(actions, a)
+				d.planned = append(d.planned, pm)
+			}
+			if d.journalErr != nil && len(cd.Jobs) > 0 {
+				why = append(why, "merging is off: "+d.journalErr.Error())
 			}
 			if cd.Why != "" {
 				why = append(why, "compaction: "+cd.Why)
@@ -314,7 +414,7 @@ func (d *Daemon) logReport(r *Report) {
 		}
 		d.prev[s.Name] = key
 		for _, a := range s.Actions {
-			d.log.Check(lvl, "would "+a.Kind).Write(zap.String("stream", s.Name), zap.String("action", a.Kind),
+			d.log.Check(lvl, "decided "+a.Kind).Write(zap.String("stream", s.Name), zap.String("action", a.Kind),
 				zap.Strings("segments", a.Segments), zap.String("output", a.Output), zap.String("reason", a.Reason),
 				zap.Float64("growth_rate", s.GrowthRate), zap.Float64("predicted_bytes", s.PredictedBytes),
 				zap.Float64("priority", s.Priority), zap.Float64("load", r.Load))

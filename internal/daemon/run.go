@@ -2,21 +2,99 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/loadprobe"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
-// Once makes one pass, logs its decisions and saves the growth history.
+// Once recovers unfinished operations, makes one pass, runs the merges it
+// decides, logs everything and saves the growth history.
 func (d *Daemon) Once() (*Report, error) {
+	rerr := d.Recover()
 	d.probe.Sample()
 	r := d.Pass(nil)
 	d.logReport(r)
-	return r, d.SaveHistory()
+	d.act()
+	d.exec.wait()
+	d.drain()
+	return r, errors.Join(rerr, d.SaveHistory())
+}
+
+// Recover runs recovery of the intent journal (before the first scan), then
+// compacts the journal. Errors are logged loudly and returned.
+func (d *Daemon) Recover() error {
+	if d.journal == nil || d.env == nil {
+		return nil
+	}
+	st, err := d.env.Recover(d.scanner.Dir, d.keepInactive)
+	if st != (compactor.RecoverStats{}) {
+		d.log.Info("recovered unfinished operations", zap.Int("rolled_back", st.RolledBack),
+			zap.Int("finished", st.Finished), zap.Int("inactive", st.Inactive), zap.Int("stuck", st.Stuck))
+	}
+	if err != nil {
+		d.log.Error("recovery left operations unfinished", zap.Error(err))
+		return err
+	}
+	if err := d.journal.Compact(1 << 20); err != nil {
+		d.log.Warn("cannot compact the intent journal", zap.Error(err))
+	}
+	return nil
+}
+
+func (d *Daemon) keepInactive(stream string) time.Duration {
+	for _, s := range d.cfg.Streams {
+		if s.Name == stream {
+			return s.Compaction.KeepInactive
+		}
+	}
+	return 0
+}
+
+// act submits the merges the last pass decided, and finishes committed merges
+// whose keep_inactive has passed.
+func (d *Daemon) act() {
+	if d.exec == nil || d.journal == nil || d.journalErr != nil {
+		return
+	}
+	d.env.Pacer.SetLoad(d.probe.Load())
+	for _, pm := range d.planned {
+		d.exec.submit(pm)
+	}
+	if d.anyKeepInactive() {
+		if _, err := d.env.FinishInactive(d.scanner.Dir, d.keepInactive); err != nil {
+			d.log.Error("cannot finish inactive merge inputs", zap.Error(err))
+		}
+	}
+}
+
+func (d *Daemon) anyKeepInactive() bool {
+	for _, s := range d.cfg.Streams {
+		if s.Compaction.KeepInactive > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// drain applies finished jobs' outcomes: a merge output is the daemon's own, so
+// its bytes are not growth.
+func (d *Daemon) drain() {
+	for {
+		select {
+		case o := <-d.exec.results:
+			if o.ok {
+				d.tracker.Adopt(o.output)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // Plan makes one pass and returns it without saving anything.
@@ -51,9 +129,19 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			w.Close()
 		}
 	}()
+	if err := d.Recover(); err != nil {
+		d.log.Error("continuing with unfinished operations left as they are", zap.Error(err))
+	}
+	var results <-chan outcome
+	if d.exec != nil {
+		results = d.exec.results
+		defer d.exec.close()
+	}
 	cycle := func(only map[string]bool) {
+		d.drain()
 		r := d.Pass(only)
 		d.logReport(r)
+		d.act()
 		d.opts.Notify(d.status(r))
 		if d.opts.Now().Sub(d.saved) >= saveEvery(d.cfg) {
 			if err := d.SaveHistory(); err != nil {
@@ -80,7 +168,15 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		case <-ctx.Done():
 			d.opts.Notify("STOPPING=1")
 			d.log.Info("stopping")
+			if d.exec != nil {
+				d.exec.close() // running merges stop at a safe point
+				d.drain()
+			}
 			return d.SaveHistory()
+		case o := <-results:
+			if o.ok {
+				d.tracker.Adopt(o.output)
+			}
 		case <-tick.C:
 			if w != nil {
 				w.Take() // a full pass covers whatever was pending
@@ -100,6 +196,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			if err != nil {
 				d.log.Error("reload: invalid config, keeping the old one", zap.Error(err))
 			} else {
+				if d.exec != nil {
+					d.exec.wait() // jobs hold cloned dir fds; let them finish under the old config
+					d.drain()
+				}
 				d.apply(cfg)
 				if w != nil {
 					w.Close()
@@ -140,4 +240,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.last = map[string]scanner.Result{}
 	d.prev = map[string]string{}
 	d.cfg = cfg
+	if d.env != nil {
+		d.env.Pacer.SetMax(float64(cfg.Compaction.MaxRate), d.probe.Load())
+	}
 }

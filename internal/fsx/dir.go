@@ -223,3 +223,13 @@ func (d *Dir) OpenRead(name string, want Stat) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), d.path+"/"+name), nil
 }
+
+// Clone returns a Dir on a duplicate of the fd, owned (and closed) by the caller,
+// so that a job keeps its directory even if the scanner reopens or closes its own.
+func (d *Dir) Clone() (*Dir, error) {
+	fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "dup dir", Path: d.path, Err: err}
+	}
+	return &Dir{fd: fd, path: d.path, dev: d.dev, ino: d.ino}, nil
+}

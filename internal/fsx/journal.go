@@ -130,6 +130,23 @@ func OpenJournal(d *Dir, name string) (*Journal, error) {
 	return j, nil
 }
 
+// ReadJournal replays the journal name in d without changing it (for `plan`).
+// A missing journal has no pending ops.
+func ReadJournal(d *Dir, name string) ([]Op, error) {
+	data, err := d.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	j := &Journal{ops: map[uint64]*Op{}, next: 1}
+	if _, err := j.replay(data); err != nil {
+		return nil, err
+	}
+	return j.Pending(), nil
+}
+
 // replay applies every good record and returns the length of the good prefix.
 func (j *Journal) replay(data []byte) (int, error) {
 	off := 0

@@ -142,6 +142,8 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	id := model.SegmentID{Dev: 1, Ino: 7, Gen: 99}
 	tr.Observe("s", at(0), []Obs{{id, 0}})
 	tr.Observe("s", at(300), []Obs{{id, 300000}})
+	out := model.SegmentID{Dev: 1, Ino: 8}
+	tr.Adopt(out) // a merge output the next process must not count as growth
 	tr.ObserveFS(1, at(0), 1000)
 	tr.ObserveFS(1, at(300), 31000)
 	data, err := tr.Marshal()
@@ -153,7 +155,10 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	if err := tr2.Unmarshal(data); err != nil {
 		t.Fatal(err)
 	}
-	tr2.Observe("s", at(600), []Obs{{id, 600000}})
+	tr2.Observe("s", at(600), []Obs{{id, 600000}, {out, 1 << 30}})
+	if r := tr2.StreamRate("s"); !near(r, 1000, 0.05) {
+		t.Fatalf("stream rate after restart %v: the adopted output counted as growth?", r)
+	}
 	if r := tr2.SegmentRate(id); !near(r, 1000, 0.01) {
 		t.Fatalf("rate after restart %v", r)
 	}

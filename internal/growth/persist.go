@@ -39,6 +39,7 @@ type wire struct {
 	Segs    []wireSeg
 	Streams []wireStream
 	FS      map[uint64][]wireSample
+	Adopted []model.SegmentID // outputs of the daemon not yet seen by a scan
 }
 
 func toWire(w *Window) []wireSample {
@@ -71,6 +72,9 @@ func (t *Tracker) Marshal() ([]byte, error) {
 	}
 	for name, s := range t.streams {
 		w.Streams = append(w.Streams, wireStream{Name: name, Appended: s.appended, Samples: toWire(&s.win)})
+	}
+	for id := range t.adopted {
+		w.Adopted = append(w.Adopted, id)
 	}
 	w.FS = map[uint64][]wireSample{}
 	for dev, win := range t.fs {
@@ -111,7 +115,11 @@ func (t *Tracker) Unmarshal(data []byte) error {
 		win := fromWire(ss, t.opts.MaxSamples)
 		fs[dev] = &win
 	}
-	t.segs, t.streams, t.fs = segs, streams, fs
+	adopted := make(map[model.SegmentID]bool, len(w.Adopted))
+	for _, id := range w.Adopted {
+		adopted[id] = true
+	}
+	t.segs, t.streams, t.fs, t.adopted = segs, streams, fs, adopted
 	return nil
 }
 

@@ -10,6 +10,7 @@ package scanner
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -320,4 +321,16 @@ func (s *Scanner) pruneLeases(now time.Time) {
 			delete(s.leases, k)
 		}
 	}
+}
+
+// Dir returns the open directory for a configured stream dir path (opening it if
+// needed); any other path is refused, so recovery never acts outside the config.
+func (s *Scanner) Dir(path string) (*fsx.Dir, error) {
+	path = filepath.Clean(path)
+	for _, st := range s.streams {
+		if filepath.Clean(st.Dir) == path {
+			return s.dir(path)
+		}
+	}
+	return nil, fmt.Errorf("%s is not a configured stream dir", path)
 }

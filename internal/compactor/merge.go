@@ -1,0 +1,375 @@
+package compactor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+)
+
+// Env is what merge jobs and recovery share. The daemon builds one.
+type Env struct {
+	Journal *fsx.Journal
+	Leases  *fsx.Leases
+	Pacer   *Pacer
+	Log     *zap.Logger
+	Now     func() time.Time
+	// Fault, if set, is called at every named step ("merge:created",
+	// "recover:unlinked-input:0", ...). Tests use it to crash or pause there;
+	// production leaves it nil.
+	Fault func(point string)
+	// ChunkSize is the copy unit between pacing and lease checks; default 1 MiB.
+	ChunkSize int
+}
+
+func (e *Env) fault(point string) {
+	if e.Fault != nil {
+		e.Fault(point)
+	}
+}
+
+// MergeJob concatenates Inputs (adjacent closed segments, in stream order) into Output.
+type MergeJob struct {
+	Stream       string
+	Dir          *fsx.Dir
+	DirPath      string     // as configured; journaled so recovery finds the dir
+	Inputs       []fsx.Stat // as scanned; Names in InputNames
+	InputNames   []string
+	Output       string
+	Compress     string // none|gzip|zstd
+	KeepInactive time.Duration
+}
+
+// MergeResult describes a committed merge.
+type MergeResult struct {
+	Output   fsx.FileRef
+	Bytes    int64 // bytes read from the inputs
+	Written  int64 // bytes of the output
+	Newlines int
+	Inactive bool // inputs kept for keep_inactive
+}
+
+// Sentinel errors of a merge that was abandoned with its inputs intact.
+var (
+	ErrInputChanged  = errors.New("compactor: an input changed during the merge")
+	ErrMixedEncoding = errors.New("compactor: inputs mix text, gzip and zstd")
+	ErrFsync         = errors.New("compactor: fsync of the output failed")
+)
+
+type encoding int
+
+const (
+	encText encoding = iota
+	encGzip
+	encZstd
+)
+
+func (x encoding) String() string { return [...]string{"text", "gzip", "zstd"}[x] }
+
+func sniff(head []byte) encoding {
+	switch {
+	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+		return encGzip
+	case len(head) >= 4 && bytes.Equal(head[:4], []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return encZstd
+	}
+	return encText
+}
+
+// crcWriter counts and checksums what reaches the output file.
+type crcWriter struct {
+	w   io.Writer
+	n   int64
+	crc uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	return n, err
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Merge runs one merge job through the crash-safe protocol:
+//
+//  1. read-lease every input (refused if any process has it open for writing)
+//     and check it is still the file that was planned;
+//  2. journal Begin (inputs by identity, size, mtime; output and temp names);
+//  3. create the temp output (O_EXCL, owner and mode of the first input), journal Created;
+//  4. copy each input in chunks, paced, stopping if a lease breaks or ctx ends;
+//     insert a newline after a text input that lacks one;
+//  5. fsync the output (a failed fsync discards it), check its size;
+//  6. re-check every input (identity, size, mtime, lease);
+//  7. rename the temp to the output name without replacing anything, fsync the dir;
+//  8. journal Commit (output size and CRC-32C, input CRCs, inserted newlines);
+//  9. unlink the inputs (each only if it is still the same file), fsync the dir,
+//     journal Done — or, with keep_inactive, leave them inactive for later.
+//
+// Any failure before step 8 removes what the job created and journals Done: the
+// inputs are intact and no output is visible. After step 8 the op is committed
+// and recovery (or the next finisher) completes step 9.
+func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error) {
+	e.fault("merge:start")
+	leases := make([]*fsx.Lease, 0, len(j.Inputs))
+	defer func() {
+		for _, l := range leases {
+			_ = l.Release()
+		}
+	}()
+	refs := make([]fsx.FileRef, len(j.Inputs))
+	for i, st := range j.Inputs {
+		refs[i] = fsx.RefOf(j.InputNames[i], st)
+		e.fault(fmt.Sprintf("merge:before-open:%d", i))
+		l, err := e.Leases.Take(j.Dir, j.InputNames[i], st)
+		if err != nil {
+			return res, fmt.Errorf("open input %q: %w", j.InputNames[i], err)
+		}
+		leases = append(leases, l)
+		if !refs[i].Matches(l.Stat) {
+			return res, fmt.Errorf("input %q: %w (since the scan)", j.InputNames[i], ErrInputChanged)
+		}
+	}
+	op := fsx.Op{Kind: "merge", Stream: j.Stream, Dir: j.DirPath, Output: j.Output, Temp: fsx.RandomTempName(), Inputs: refs}
+	id, err := e.Journal.Begin(op)
+	if err != nil {
+		return res, err
+	}
+	e.fault("merge:begun")
+
+	var created *fsx.FileRef
+	renamed := false
+	abort := func(cause error) (MergeResult, error) {
+		var errs []error
+		if created != nil {
+			errs = append(errs, j.Dir.Unlink(op.Temp, statOf(*created)))
+			if renamed {
+				errs = append(errs, j.Dir.Unlink(op.Output, statOf(*created)))
+			}
+		} else {
+			errs = append(errs, j.Dir.Unlink(op.Temp, fsx.Stat{}))
+		}
+		errs = append(errs, j.Dir.Sync())
+		if cerr := errors.Join(errs...); cerr != nil {
+			// Leave the op pending: recovery will finish the clean-up.
+			return MergeResult{}, errors.Join(cause, fmt.Errorf("clean up abandoned merge: %w", cerr))
+		}
+		return MergeResult{}, errors.Join(cause, e.Journal.Done(id))
+	}
+
+	out, st, err := j.Dir.CreateOutput(op.Temp, j.Inputs[0])
+	if err != nil {
+		return abort(err)
+	}
+	ref := fsx.RefOf(op.Temp, st)
+	created = &ref
+	closeOut := func() { _ = out.Close() }
+	if err := e.Journal.Created(id, ref); err != nil {
+		closeOut()
+		return abort(err)
+	}
+	e.fault("merge:created")
+
+	commit, read, err := e.copyInputs(ctx, j, leases, out)
+	if err != nil {
+		closeOut()
+		return abort(err)
+	}
+	last := j.Inputs[len(j.Inputs)-1].Mtime
+	if err := unix.Futimes(int(out.Fd()), []unix.Timeval{unix.NsecToTimeval(last.UnixNano()), unix.NsecToTimeval(last.UnixNano())}); err != nil {
+		closeOut()
+		return abort(fmt.Errorf("set output mtime: %w", err))
+	}
+	if err := out.Sync(); err != nil {
+		closeOut()
+		return abort(fmt.Errorf("%w: %v", ErrFsync, err))
+	}
+	if fst, err := fsx.Fstat(out); err != nil || fst.Size != commit.OutSize {
+		closeOut()
+		return abort(fmt.Errorf("output size %d after fsync, wrote %d: %w", fst.Size, commit.OutSize, err))
+	}
+	closeOut()
+	e.fault("merge:synced")
+
+	for i, l := range leases {
+		cur, err := j.Dir.Stat(j.InputNames[i])
+		if l.Broken() {
+			return abort(fmt.Errorf("input %q: %w", j.InputNames[i], fsx.ErrLeaseBroken))
+		}
+		if err != nil || !refs[i].Matches(cur) {
+			return abort(fmt.Errorf("input %q: %w", j.InputNames[i], ErrInputChanged))
+		}
+	}
+	e.fault("merge:rechecked")
+	if err := ctx.Err(); err != nil {
+		return abort(err)
+	}
+	if err := j.Dir.RenameNoReplace(op.Temp, op.Output); err != nil {
+		return abort(err)
+	}
+	renamed = true
+	e.fault("merge:renamed")
+	if err := j.Dir.Sync(); err != nil {
+		return abort(err)
+	}
+	e.fault("merge:dirsynced")
+	commit.AtNs = e.now().UnixNano()
+	if err := e.Journal.Commit(id, commit); err != nil {
+		// Not committed as far as recovery knows: roll back.
+		return abort(err)
+	}
+	e.fault("merge:committed")
+	for _, l := range leases {
+		_ = l.Release()
+	}
+	leases = nil
+	res = MergeResult{Output: fsx.RefOf(op.Output, st), Bytes: read, Written: commit.OutSize, Newlines: len(commit.Newlines)}
+	res.Output.Size, res.Output.MtimeNs = commit.OutSize, last.UnixNano()
+	if j.KeepInactive > 0 {
+		res.Inactive = true
+		return res, nil
+	}
+	op.ID, op.Created = id, created
+	return res, e.finish(j.Dir, op)
+}
+
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func statOf(r fsx.FileRef) fsx.Stat {
+	return fsx.Stat{Kind: fsx.Regular, Dev: r.Dev, Ino: r.Ino, Btime: r.Gen}
+}
+
+// finish removes the inputs of a committed op (each only if still the same file),
+// fsyncs the dir and journals Done. It is idempotent: recovery calls it too.
+func (e *Env) finish(d *fsx.Dir, op fsx.Op) error {
+	for i, in := range op.Inputs {
+		if err := d.Unlink(in.Name, statOf(in)); err != nil && !errors.Is(err, fsx.ErrChanged) {
+			return fmt.Errorf("remove merged input %q: %w", in.Name, err)
+		}
+		e.fault(fmt.Sprintf("merge:unlinked:%d", i))
+	}
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	e.fault("merge:inputs-synced")
+	if err := e.Journal.Done(op.ID); err != nil {
+		return err
+	}
+	e.fault("merge:done")
+	return nil
+}
+
+// copyInputs streams every input into out, in order, through the pacer.
+func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, out io.Writer) (fsx.Commit, int64, error) {
+	chunk := e.ChunkSize
+	if chunk <= 0 {
+		chunk = 1 << 20
+	}
+	cw := &crcWriter{w: out}
+	var c fsx.Commit
+	var total int64
+	// comp is the open compressor for a run of text inputs (compress != none).
+	var comp io.WriteCloser
+	closeComp := func() error {
+		if comp == nil {
+			return nil
+		}
+		err := comp.Close()
+		comp = nil
+		return err
+	}
+	buf := make([]byte, chunk)
+	var target encoding
+	for i, l := range leases {
+		head := make([]byte, 4)
+		n, _ := l.File.ReadAt(head, 0)
+		enc := sniff(head[:n])
+		dst := io.Writer(cw)
+		switch {
+		case j.Compress == "none":
+			if i == 0 {
+				target = enc
+			} else if enc != target {
+				return c, 0, fmt.Errorf("%w: %q is %s after %s", ErrMixedEncoding, j.InputNames[i], enc, target)
+			}
+		case enc == encText:
+			if comp == nil {
+				var err error
+				if j.Compress == "gzip" {
+					comp, err = gzip.NewWriterLevel(cw, gzip.DefaultCompression)
+				} else {
+					comp, err = zstd.NewWriter(cw)
+				}
+				if err != nil {
+					return c, 0, err
+				}
+			}
+			dst = comp
+		case (enc == encGzip) == (j.Compress == "gzip") && (enc == encZstd) == (j.Compress == "zstd"):
+			if err := closeComp(); err != nil { // already compressed the same way: copy as is
+				return c, 0, err
+			}
+		default:
+			return c, 0, fmt.Errorf("%w: %q is %s, output is %s", ErrMixedEncoding, j.InputNames[i], enc, j.Compress)
+		}
+		var crc uint32
+		var n64 int64
+		var lastByte byte
+		for {
+			if l.Broken() {
+				return c, 0, fmt.Errorf("input %q: %w", j.InputNames[i], fsx.ErrLeaseBroken)
+			}
+			if err := e.Pacer.Wait(ctx, chunk); err != nil {
+				return c, 0, err
+			}
+			k, rerr := l.File.Read(buf)
+			if k > 0 {
+				if _, err := dst.Write(buf[:k]); err != nil {
+					return c, 0, fmt.Errorf("write output: %w", err)
+				}
+				crc = crc32.Update(crc, castagnoli, buf[:k])
+				n64 += int64(k)
+				lastByte = buf[k-1]
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return c, 0, fmt.Errorf("read input %q: %w", j.InputNames[i], rerr)
+			}
+		}
+		if n64 != j.Inputs[i].Size {
+			return c, 0, fmt.Errorf("input %q: read %d bytes, planned %d: %w", j.InputNames[i], n64, j.Inputs[i].Size, ErrInputChanged)
+		}
+		if enc == encText && n64 > 0 && lastByte != '\n' {
+			if _, err := dst.Write([]byte{'\n'}); err != nil {
+				return c, 0, fmt.Errorf("write output: %w", err)
+			}
+			c.Newlines = append(c.Newlines, uint32(i))
+		}
+		c.InputCRCs = append(c.InputCRCs, crc)
+		total += n64
+		e.fault(fmt.Sprintf("merge:copied:%d", i))
+	}
+	if err := closeComp(); err != nil {
+		return c, 0, err
+	}
+	c.OutSize, c.OutCRC = cw.n, cw.crc
+	return c, total, nil
+}

@@ -1,0 +1,362 @@
+package compactor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+type rig struct {
+	t      *testing.T
+	logs   string
+	state  string
+	dir    *fsx.Dir
+	sdir   *fsx.Dir
+	env    *Env
+	leases *fsx.Leases
+}
+
+func newRig(t *testing.T, logs, state string) *rig {
+	t.Helper()
+	for _, p := range []string{logs, state} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &rig{t: t, logs: logs, state: state}
+	var err error
+	if r.dir, err = fsx.OpenDir(logs); err != nil {
+		t.Fatal(err)
+	}
+	if r.sdir, err = fsx.OpenDir(state); err != nil {
+		t.Fatal(err)
+	}
+	j, err := fsx.OpenJournal(r.sdir, "journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.leases = fsx.NewLeases()
+	r.env = &Env{Journal: j, Leases: r.leases, Pacer: NewPacer(0, 1<<20, nil), Log: zap.NewNop(), ChunkSize: 4096}
+	t.Cleanup(func() { r.close() })
+	return r
+}
+
+func (r *rig) close() {
+	r.leases.Close()
+	r.env.Journal.Close()
+	r.dir.Close()
+	r.sdir.Close()
+}
+
+func (r *rig) write(name, content string) {
+	r.t.Helper()
+	if err := os.WriteFile(filepath.Join(r.logs, name), []byte(content), 0o640); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// segments lists the stream's files in natural order (temp names excluded).
+func (r *rig) segments() []string {
+	names, err := r.dir.Names()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []string
+	for _, n := range names {
+		if !fsx.IsTemp(n) {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return model.NaturalLess(out[i], out[j]) })
+	return out
+}
+
+func (r *rig) temps() []string {
+	names, _ := r.dir.Names()
+	var out []string
+	for _, n := range names {
+		if fsx.IsTemp(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// job merges every segment of the dir but the last (the "active" one).
+func (r *rig) job(names ...string) MergeJob {
+	j := MergeJob{Stream: "app", Dir: r.dir, DirPath: r.logs, Output: "app-1~c1.log", Compress: "none"}
+	for _, n := range names {
+		st, err := r.dir.Stat(n)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		j.Inputs = append(j.Inputs, st)
+		j.InputNames = append(j.InputNames, n)
+	}
+	return j
+}
+
+func (r *rig) read(name string) string {
+	b, err := os.ReadFile(filepath.Join(r.logs, name))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestMergeIsByteExact(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	r.write("app-1.log", "one\ntwo\n")
+	r.write("app-2.log", "three") // no trailing newline: one is inserted and recorded
+	r.write("app-3.log", "")
+	r.write("app-4.log", strings.Repeat("four\n", 5000))
+	r.write("app-5.log", "active\n")
+	res, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log", "app-3.log", "app-4.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "one\ntwo\nthree\n" + strings.Repeat("four\n", 5000)
+	if got := r.read("app-1~c1.log"); got != want {
+		t.Fatalf("output differs from the concatenation (%d vs %d bytes)", len(got), len(want))
+	}
+	if res.Newlines != 1 || res.Bytes != int64(len(want)-1) || res.Written != int64(len(want)) {
+		t.Fatalf("result %+v", res)
+	}
+	if segs := strings.Join(r.segments(), " "); segs != "app-1~c1.log app-5.log" {
+		t.Fatalf("segments after merge: %s", segs)
+	}
+	if r.read("app-5.log") != "active\n" || len(r.temps()) != 0 || len(r.env.Journal.Pending()) != 0 {
+		t.Fatal("active segment touched, temp left, or op pending")
+	}
+	fi, _ := os.Stat(filepath.Join(r.logs, "app-1~c1.log"))
+	if fi.Mode().Perm() != 0o640 {
+		t.Fatalf("output mode %o, first input was 0640", fi.Mode().Perm())
+	}
+}
+
+func TestMergeCompresses(t *testing.T) {
+	for _, c := range []string{"gzip", "zstd"} {
+		t.Run(c, func(t *testing.T) {
+			r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+			r.write("app-1.log", strings.Repeat("alpha\n", 1000))
+			r.write("app-2.log", "beta")
+			j := r.job("app-1.log", "app-2.log")
+			j.Compress = c
+			if _, err := r.env.Merge(context.Background(), j); err != nil {
+				t.Fatal(err)
+			}
+			raw := r.read("app-1~c1.log")
+			var rd io.Reader
+			if c == "gzip" {
+				gz, err := gzip.NewReader(strings.NewReader(raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				rd = gz
+			} else {
+				zr, err := zstd.NewReader(strings.NewReader(raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer zr.Close()
+				rd = zr
+			}
+			got, err := io.ReadAll(rd)
+			if err != nil || string(got) != strings.Repeat("alpha\n", 1000)+"beta\n" {
+				t.Fatalf("decompressed output wrong (%d bytes, %v)", len(got), err)
+			}
+			if len(raw) > 1000 {
+				t.Fatalf("output of %d bytes is not compressed", len(raw))
+			}
+		})
+	}
+}
+
+func TestMixedEncodingsAbortWithInputsIntact(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write([]byte("zipped\n"))
+	w.Close()
+	r.write("app-1.log", "text\n")
+	r.write("app-2.log", gz.String())
+	_, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log"))
+	if !errors.Is(err, ErrMixedEncoding) {
+		t.Fatalf("err = %v", err)
+	}
+	r.assertIntact(map[string]string{"app-1.log": "text\n", "app-2.log": gz.String()})
+}
+
+func (r *rig) assertIntact(want map[string]string) {
+	r.t.Helper()
+	segs := r.segments()
+	if len(segs) != len(want) {
+		r.t.Fatalf("segments %v, want %d intact inputs", segs, len(want))
+	}
+	for n, c := range want {
+		if r.read(n) != c {
+			r.t.Fatalf("%s changed", n)
+		}
+	}
+	if len(r.temps()) != 0 {
+		r.t.Fatalf("temp files left: %v", r.temps())
+	}
+	if p := r.env.Journal.Pending(); len(p) != 0 {
+		r.t.Fatalf("ops left pending: %+v", p)
+	}
+}
+
+func TestKeepInactiveThenFinish(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	now := time.Unix(1_700_000_000, 0)
+	r.env.Now = func() time.Time { return now }
+	r.write("app-1.log", "a\n")
+	r.write("app-2.log", "b\n")
+	j := r.job("app-1.log", "app-2.log")
+	j.KeepInactive = time.Hour
+	res, err := r.env.Merge(context.Background(), j)
+	if err != nil || !res.Inactive {
+		t.Fatalf("%+v %v", res, err)
+	}
+	keep := func(string) time.Duration { return time.Hour }
+	dirs := func(string) (*fsx.Dir, error) { return r.dir, nil }
+	if n, err := r.env.FinishInactive(dirs, keep); n != 0 || err != nil {
+		t.Fatalf("finished %d before keep_inactive passed (%v)", n, err)
+	}
+	if len(r.segments()) != 3 {
+		t.Fatalf("inputs not kept: %v", r.segments())
+	}
+	now = now.Add(2 * time.Hour)
+	if n, err := r.env.FinishInactive(dirs, keep); n != 1 || err != nil {
+		t.Fatalf("finish: %d %v", n, err)
+	}
+	if segs := r.segments(); len(segs) != 1 || r.read(segs[0]) != "a\nb\n" {
+		t.Fatalf("after finish: %v", segs)
+	}
+}
+
+// TestWriterOpeningDuringMergeAborts pauses the job after its first input and has
+// a real process open the second one for appending. The open only completes once
+// the job released its lease (SIGIO); the job must then abandon with inputs intact.
+func TestWriterOpeningDuringMergeAborts(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	r.write("app-1.log", strings.Repeat("x\n", 10000))
+	r.write("app-2.log", strings.Repeat("y\n", 10000))
+	var writer *exec.Cmd
+	r.env.Fault = func(p string) {
+		if p != "merge:copied:0" {
+			return
+		}
+		writer = exec.Command("sh", "-c", `exec 3>>"$1" && echo opened && exec sleep 60`, "sh", filepath.Join(r.logs, "app-2.log"))
+		out, _ := writer.StdoutPipe()
+		if err := writer.Start(); err != nil {
+			t.Error(err)
+			return
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || strings.TrimSpace(line) != "opened" {
+			t.Errorf("writer: %q %v", line, err)
+		}
+	}
+	start := time.Now()
+	_, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log"))
+	if writer != nil {
+		defer func() { _ = writer.Process.Kill(); _ = writer.Wait() }()
+	}
+	if !errors.Is(err, fsx.ErrLeaseBroken) {
+		t.Fatalf("err = %v, want ErrLeaseBroken", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the writer waited %s: the lease was not released on SIGIO", d)
+	}
+	r.assertIntact(map[string]string{"app-1.log": strings.Repeat("x\n", 10000), "app-2.log": strings.Repeat("y\n", 10000)})
+}
+
+func TestSymlinkSwappedInBeforeOpenIsRefused(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("TOP SECRET\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.write("app-1.log", "a\n")
+	r.write("app-2.log", "b\n")
+	j := r.job("app-1.log", "app-2.log")
+	r.env.Fault = func(p string) {
+		if p == "merge:before-open:1" {
+			// Between scan and open, a hostile user swaps the segment for a symlink.
+			_ = os.Remove(filepath.Join(r.logs, "app-2.log"))
+			_ = os.Symlink(secret, filepath.Join(r.logs, "app-2.log"))
+		}
+	}
+	if _, err := r.env.Merge(context.Background(), j); !errors.Is(err, fsx.ErrNotRegular) {
+		t.Fatalf("err = %v, want ErrNotRegular", err)
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "TOP SECRET\n" {
+		t.Fatal("outside file changed")
+	}
+	if r.read("app-1.log") != "a\n" || len(r.temps()) != 0 {
+		t.Fatal("input changed or temp left")
+	}
+	for _, n := range r.segments() {
+		if strings.Contains(n, "~c") {
+			t.Fatalf("an output appeared: %s", n)
+		}
+	}
+}
+
+func TestInputChangedAfterCopyAborts(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	r.write("app-1.log", "a\n")
+	r.write("app-2.log", "b\n")
+	r.env.Fault = func(p string) {
+		if p == "merge:synced" {
+			f, err := os.OpenFile(filepath.Join(r.logs, "app-1.log"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			f.WriteString("late line\n")
+			f.Close()
+		}
+	}
+	_, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log"))
+	if !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, ErrInputChanged) {
+		t.Fatalf("err = %v", err)
+	}
+	r.assertIntact(map[string]string{"app-1.log": "a\nlate line\n", "app-2.log": "b\n"})
+}
+
+func TestCancelledMergeLeavesNothing(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	r.write("app-1.log", strings.Repeat("a\n", 50000))
+	r.write("app-2.log", "b\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	r.env.Fault = func(p string) {
+		if p == "merge:created" {
+			cancel() // SIGTERM arrives mid-job
+		}
+	}
+	if _, err := r.env.Merge(ctx, r.job("app-1.log", "app-2.log")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	r.assertIntact(map[string]string{"app-1.log": strings.Repeat("a\n", 50000), "app-2.log": "b\n"})
+}
+
+var _ = fmt.Sprintf

@@ -1,0 +1,176 @@
+package compactor
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+)
+
+// RecoverStats counts what recovery did.
+type RecoverStats struct {
+	RolledBack int // ops abandoned: output removed, inputs intact
+	Finished   int // committed ops whose inputs were removed
+	Inactive   int // committed ops still inside keep_inactive
+	Stuck      int // ops recovery could not decide (logged loudly, left pending)
+}
+
+// Recover brings every unfinished op in the journal to one of the two end states
+// of the on-disk promise, and is itself idempotent (a crash inside it is repaired
+// by running it again):
+//
+//   - not committed: remove the temp and, if it was renamed, the output (each only
+//     if it is the file the op created); the inputs were never touched;
+//   - committed, output present and verified (identity, size, CRC-32C): remove the
+//     inputs that are still the journaled files — unless keep_inactive has not
+//     passed yet, then leave them inactive;
+//   - committed but the output is missing or does not verify: if every input is
+//     intact, roll back as if not committed; otherwise touch nothing and report it.
+//
+// dir resolves an op's journaled dir to an open directory (only configured dirs).
+func (e *Env) Recover(dir func(path string) (*fsx.Dir, error), keepInactive func(stream string) time.Duration) (RecoverStats, error) {
+	var st RecoverStats
+	var errs []error
+	for _, op := range e.Journal.Pending() {
+		d, err := dir(op.Dir)
+		if err != nil {
+			st.Stuck++
+			errs = append(errs, fmt.Errorf("recover op %d in %s: %w", op.ID, op.Dir, err))
+			continue
+		}
+		if op.Commit == nil {
+			if err := e.rollback(d, op); err != nil {
+				errs = append(errs, err)
+				st.Stuck++
+				continue
+			}
+			st.RolledBack++
+			continue
+		}
+		if keepInactive != nil && e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keepInactive(op.Stream))) {
+			st.Inactive++
+			continue
+		}
+		ok, err := e.verifyOutput(d, op)
+		if err != nil {
+			errs = append(errs, err)
+			st.Stuck++
+			continue
+		}
+		if ok {
+			if err := e.finish(d, op); err != nil {
+				errs = append(errs, err)
+				st.Stuck++
+				continue
+			}
+			st.Finished++
+			continue
+		}
+		if e.inputsIntact(d, op) {
+			e.Log.Warn("committed merge output missing or corrupt; inputs intact: rolling back",
+				zap.String("stream", op.Stream), zap.ByteString("output", []byte(op.Output)))
+			if err := e.rollback(d, op); err != nil {
+				errs = append(errs, err)
+				st.Stuck++
+				continue
+			}
+			st.RolledBack++
+			continue
+		}
+		st.Stuck++
+		errs = append(errs, fmt.Errorf("op %d in %s: committed output %q is missing or corrupt and some inputs are gone: left for the operator", op.ID, op.Dir, op.Output))
+	}
+	return st, errors.Join(errs...)
+}
+
+func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
+	var want fsx.Stat // Begin only: the temp name is random and journaled first, so what is there is ours
+	if op.Created != nil {
+		want = statOf(*op.Created)
+	}
+	if err := d.Unlink(op.Temp, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
+		return fmt.Errorf("roll back op %d: %w", op.ID, err)
+	}
+	e.fault("recover:unlinked-temp")
+	if op.Created != nil {
+		if err := d.Unlink(op.Output, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
+			return fmt.Errorf("roll back op %d: %w", op.ID, err)
+		}
+		e.fault("recover:unlinked-output")
+	}
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	e.fault("recover:synced")
+	if err := e.Journal.Done(op.ID); err != nil {
+		return err
+	}
+	e.fault("recover:done")
+	return nil
+}
+
+// verifyOutput checks that the op's output is the file it created, complete.
+func (e *Env) verifyOutput(d *fsx.Dir, op fsx.Op) (bool, error) {
+	if op.Created == nil {
+		return false, nil
+	}
+	st, err := d.Stat(op.Output)
+	if err != nil || !op.Created.SameFile(st) || st.Size != op.Commit.OutSize {
+		return false, nil
+	}
+	f, err := d.OpenRead(op.Output, st)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, f); err != nil {
+		return false, fmt.Errorf("verify %q: %w", op.Output, err)
+	}
+	return h.Sum32() == op.Commit.OutCRC, nil
+}
+
+func (e *Env) inputsIntact(d *fsx.Dir, op fsx.Op) bool {
+	for _, in := range op.Inputs {
+		st, err := d.Stat(in.Name)
+		if err != nil || !in.Matches(st) {
+			return false
+		}
+	}
+	return true
+}
+
+// FinishInactive finishes committed merges whose keep_inactive has passed:
+// verify the output, then remove the inputs. Uncommitted ops (running jobs) are
+// left alone.
+func (e *Env) FinishInactive(dir func(path string) (*fsx.Dir, error), keepInactive func(stream string) time.Duration) (int, error) {
+	n := 0
+	var errs []error
+	for _, op := range e.Journal.Pending() {
+		keep := keepInactive(op.Stream)
+		if op.Commit == nil || keep <= 0 || e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keep)) {
+			continue
+		}
+		d, err := dir(op.Dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok, err := e.verifyOutput(d, op)
+		if err != nil || !ok {
+			errs = append(errs, fmt.Errorf("op %d: output %q does not verify: inputs kept", op.ID, op.Output))
+			continue
+		}
+		if err := e.finish(d, op); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

@@ -1,0 +1,160 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/compactor"
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
+)
+
+// plannedMerge is a compaction decision with what the job needs to run it.
+type plannedMerge struct {
+	stream config.Stream
+	job    compactor.Job
+	stats  []fsx.Stat // the inputs as scanned, in order
+	reason string
+}
+
+// outcome is reported back to the loop, which owns the growth tracker.
+type outcome struct {
+	stream string
+	output model.SegmentID
+	ok     bool
+}
+
+// executor runs merge jobs on at most compaction.workers goroutines. Whoever
+// submits waits for it (wait, close); jobs see ctx cancelled on close and stop
+// at a safe point (the protocol removes whatever they created).
+type executor struct {
+	d       *Daemon
+	ctx     context.Context
+	cancel  context.CancelFunc
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	results chan outcome
+	once    sync.Once
+
+	mu struct {
+		sync.Mutex
+		busy map[string]map[fsx.FileID]bool // inputs of running jobs, per stream
+	}
+}
+
+func newExecutor(d *Daemon) *executor {
+	ctx, cancel := context.WithCancel(context.Background())
+	x := &executor{d: d, ctx: ctx, cancel: cancel, sem: make(chan struct{}, d.cfg.Compaction.Workers),
+		results: make(chan outcome, 1024)}
+	x.mu.busy = map[string]map[fsx.FileID]bool{}
+	return x
+}
+
+// busy returns the inputs of running jobs of a stream.
+func (x *executor) busy(stream string) map[fsx.FileID]bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := map[fsx.FileID]bool{}
+	for k := range x.mu.busy[stream] {
+		out[k] = true
+	}
+	return out
+}
+
+// submit starts a job unless one of its inputs is already being merged. It must
+// be called from the goroutine that owns the scanner (the dir is cloned here).
+func (x *executor) submit(pm plannedMerge) {
+	name := pm.stream.Name
+	x.mu.Lock()
+	if x.mu.busy[name] == nil {
+		x.mu.busy[name] = map[fsx.FileID]bool{}
+	}
+	for _, st := range pm.stats {
+		if x.mu.busy[name][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
+			x.mu.Unlock()
+			return
+		}
+	}
+	for _, st := range pm.stats {
+		x.mu.busy[name][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] = true
+	}
+	x.mu.Unlock()
+	dir, err := x.d.scanner.Dir(pm.stream.Dir)
+	var jobDir *fsx.Dir
+	if err == nil {
+		jobDir, err = dir.Clone()
+	}
+	if err != nil {
+		x.d.log.Error("cannot start merge", zap.String("stream", name), zap.Error(err))
+		x.release(name, pm.stats)
+		return
+	}
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		defer jobDir.Close()
+		defer x.release(name, pm.stats)
+		select {
+		case x.sem <- struct{}{}:
+		case <-x.ctx.Done():
+			return
+		}
+		defer func() { <-x.sem }()
+		x.run(jobDir, pm)
+	}()
+}
+
+func (x *executor) release(stream string, stats []fsx.Stat) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, st := range stats {
+		delete(x.mu.busy[stream], fsx.FileID{Dev: st.Dev, Ino: st.Ino})
+	}
+}
+
+func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
+	names := make([]string, len(pm.job.Inputs))
+	for i, in := range pm.job.Inputs {
+		names[i] = in.Name
+	}
+	c := pm.stream.Compaction
+	start := time.Now()
+	res, err := x.d.env.Merge(x.ctx, compactor.MergeJob{Stream: pm.stream.Name, Dir: dir, DirPath: pm.stream.Dir,
+		Inputs: pm.stats, InputNames: names, Output: pm.job.Output, Compress: c.Compress, KeepInactive: c.KeepInactive})
+	fields := []zap.Field{zap.String("stream", pm.stream.Name), zap.String("action", "compact"),
+		zap.Strings("segments", names), zap.String("output", pm.job.Output), zap.Int64("bytes", res.Bytes),
+		zap.Int64("written", res.Written), zap.Int("newlines_inserted", res.Newlines),
+		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pm.reason)}
+	if err != nil {
+		lvl := zap.WarnLevel
+		if errors.Is(err, context.Canceled) {
+			lvl = zap.InfoLevel
+		}
+		x.d.log.Check(lvl, "merge abandoned, inputs intact").Write(append(fields, zap.Error(err))...)
+		x.results <- outcome{stream: pm.stream.Name}
+		return
+	}
+	msg := "merged"
+	if res.Inactive {
+		msg = "merged; inputs inactive for keep_inactive"
+	}
+	x.d.log.Info(msg, fields...)
+	x.results <- outcome{stream: pm.stream.Name, ok: true,
+		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}}
+}
+
+// wait blocks until every submitted job has finished.
+func (x *executor) wait() { x.wg.Wait() }
+
+// close cancels running jobs (they stop at a safe point) and waits for them.
+func (x *executor) close() {
+	x.once.Do(func() {
+		x.cancel()
+		x.wg.Wait()
+	})
+}
