@@ -38,6 +38,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// childEnv is the environment of the processes a test starts: the race
+// detector's 1 s pause at exit is of no use there.
+func childEnv() []string { return append(os.Environ(), "GORACE=atexit_sleep_ms=0") }
+
 // writer appends chunk bytes every 100 ms to path ("path:bytesPerSecond").
 func writer(spec string) {
 	i := strings.LastIndexByte(spec, ':')
@@ -105,6 +109,7 @@ func (e *env) segment(name string, size int, age time.Duration) string {
 // cli runs the binary to completion.
 func (e *env) cli(args ...string) (stdout, stderr string, code int) {
 	cmd := exec.Command(binary, append([]string{"--config", e.config}, args...)...)
+	cmd.Env = childEnv()
 	var o, er bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &er
 	err := cmd.Run()
@@ -178,7 +183,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startDaemon starts `logcompactd run` and waits for READY=1.
 func (e *env) startDaemon(n *notifySocket) (*exec.Cmd, *syncBuffer) {
 	cmd := exec.Command(binary, "--config", e.config, "--log-level", "debug", "run")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
+	cmd.Env = append(childEnv(), "NOTIFY_SOCKET="+n.path)
 	logs := &syncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -359,4 +358,6 @@ func TestCancelledMergeLeavesNothing(t *testing.T) {
 	r.assertIntact(map[string]string{"app-1.log": strings.Repeat("a\n", 50000), "app-2.log": "b\n"})
 }
 
-var _ = fmt.Sprintf
+
+
+func nopLog() *zap.Logger { return zap.NewNop() }
