@@ -200,4 +200,3 @@ func TestCrashAtEveryStep(t *testing.T) {
 		t.Fatal("no crash inside recovery was exercised")
 	}
 }
-

@@ -358,6 +358,4 @@ func TestCancelledMergeLeavesNothing(t *testing.T) {
 	r.assertIntact(map[string]string{"app-1.log": strings.Repeat("a\n", 50000), "app-2.log": "b\n"})
 }
 
-
-
 func nopLog() *zap.Logger { return zap.NewNop() }
