@@ -20,12 +20,13 @@ func RandomTempName() string {
 	return TempPrefix + hex.EncodeToString(b[:])
 }
 
-// CreateOutput creates name exclusively in d (O_EXCL|O_NOFOLLOW), mode 0600, then
+// CreateOutput creates name exclusively in d (O_EXCL|O_NOFOLLOW, read-write so
+// the caller can verify what it wrote), mode 0600, then
 // gives it the owner, group and mode of like. At no instant is it more readable
 // than like: it is born root-private and only narrowed or widened to like's mode
 // after the owner is set.
 func (d *Dir) CreateOutput(name string, like Stat) (*os.File, Stat, error) {
-	fd, err := unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(d.fd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, Stat{}, &os.PathError{Op: "create", Path: d.path + "/" + name, Err: err}
 	}
