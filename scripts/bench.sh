@@ -9,5 +9,6 @@ mkdir -p bench
   echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $(go version | cut -d' ' -f3), uid $(id -u)"
   go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
+  go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
 } 2>&1 | tee bench/latest.txt
 rm -rf "${TMPDIR:-/tmp}"/lcd-bench-*

@@ -68,4 +68,4 @@ wait "$writer_pid" 2>/dev/null || true
 writer_pid=
 kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=
 echo
-echo "== The daemon stopped on SIGTERM. In this release it plans and logs; merging and archival act in the next."
+echo "== The daemon stopped on SIGTERM. Merges were real (see the consolidated ~c segments); archival is decided and logged, and moves files from the next release on."
