@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
@@ -197,7 +198,8 @@ func TestHostileDirectory(t *testing.T) {
 }
 
 // TestKillNineLoop kills real `once` and `run` processes at seeded random moments
-// while they merge, at least 100 times, adding new closed segments as it goes;
+// while they merge, until 100 kills have hit a live process (LCD_KILLS), adding
+// new closed segments as it goes;
 // then lets one `once` finish. Every line ever written is present exactly once,
 // in order, and no temp file remains.
 func TestKillNineLoop(t *testing.T) {
@@ -211,14 +213,13 @@ func TestKillNineLoop(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	e := newEnv(t)
-	e.compactConfig(", max_rate: 8MiB/s, workers: 2")
 	old := time.Now().Add(-time.Hour)
 	want := strings.Builder{}
 	seq := 0
 	addSegments := func(n int) {
 		for i := 0; i < n; i++ {
 			seq++
-			c := lines(fmt.Sprintf("s%05d", seq), 1000+rng.IntN(2000))
+			c := lines(fmt.Sprintf("s%05d", seq), 5000+rng.IntN(10000))
 			p := filepath.Join(e.logs, fmt.Sprintf("app-%06d.log", seq))
 			must(t, os.WriteFile(p, []byte(c), 0o644))
 			must(t, os.Chtimes(p, old, old))
@@ -227,13 +228,16 @@ func TestKillNineLoop(t *testing.T) {
 	}
 	addSegments(12)
 	must(t, os.WriteFile(filepath.Join(e.logs, "app-999999.log"), []byte("active\n"), 0o644))
-	alive := 0
-	for k := 0; k < kills; k++ {
+	alive, midMerge := 0, 0
+	for k := 0; alive < kills && k < 10*kills; k++ {
+		if k%10 == 0 { // slow merges (kills land inside them) and fast ones (kills land between)
+			e.compactConfig(fmt.Sprintf(", max_rate: %dMiB/s, workers: 2", []int{2, 8}[(k/10)%2]))
+		}
 		args := []string{"--config", e.config, "once"}
-		delay := time.Duration(rng.IntN(120)) * time.Millisecond
+		delay := time.Duration(20+rng.IntN(280)) * time.Millisecond
 		if k%4 == 3 {
 			args[2] = "run"
-			delay = time.Duration(50+rng.IntN(400)) * time.Millisecond
+			delay = time.Duration(50+rng.IntN(450)) * time.Millisecond
 		}
 		cmd := exec.Command(binary, args...)
 		cmd.Env = childEnv()
@@ -247,6 +251,12 @@ func TestKillNineLoop(t *testing.T) {
 				alive++
 			}
 			<-exited
+			if sd, err := fsx.OpenDir(filepath.Join(e.dir, "state")); err == nil {
+				if ops, _ := fsx.ReadJournal(sd, "journal"); len(ops) > 0 {
+					midMerge++
+				}
+				sd.Close()
+			}
 		case <-exited:
 			timer.Stop()
 		}
@@ -267,9 +277,13 @@ func TestKillNineLoop(t *testing.T) {
 			merged++
 		}
 	}
-	t.Logf("seed %d: %d processes killed mid-run, %d segments written, %d consolidated segments at the end", seed, alive, seq, merged)
-	if alive < 100 && kills >= 100 {
-		t.Fatalf("only %d of %d kills hit a running process", alive, kills)
+	t.Logf("seed %d: %d processes killed while running, %d of them with a merge in flight (journal op pending); %d segments written, %d consolidated at the end",
+		seed, alive, midMerge, seq, merged)
+	if midMerge < alive/4 {
+		t.Fatalf("only %d of %d kills landed in the middle of a merge", midMerge, alive)
+	}
+	if alive < kills {
+		t.Fatalf("only %d kills hit a running process, want %d", alive, kills)
 	}
 	if merged == 0 {
 		t.Fatal("nothing was ever merged")

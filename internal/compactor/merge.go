@@ -314,10 +314,11 @@ func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out 
 				return c, 0, fmt.Errorf("input %q: %w", j.InputNames[i], fsx.ErrLeaseBroken)
 			}
 			want := min(chunk, size-off)
-			for paid := int64(0); paid < want; paid += pace {
-				if err := e.Pacer.Wait(ctx, int(min(pace, want-paid))); err != nil {
-					return c, 0, err
-				}
+			if e.Pacer.Limited() {
+				want = min(want, pace) // small steps keep a paced copy smooth
+			}
+			if err := e.Pacer.Wait(ctx, int(want)); err != nil {
+				return c, 0, err
 			}
 			k, err := copyChunk(l.File, &off, out, int(want))
 			if err != nil {

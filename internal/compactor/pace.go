@@ -31,11 +31,17 @@ type Pacer struct {
 	burst int
 }
 
-// NewPacer returns a pacer for maxRate bytes/s (0 = unlimited) that admits chunks
-// of up to burst bytes. The floor is 1% of maxRate, at least 64 KiB/s.
-func NewPacer(maxRate float64, burst int, clock Clock) *Pacer {
+// NewPacer returns a pacer for maxRate bytes/s (0 = unlimited). Its bucket holds
+// an eighth of a second of budget (64 KiB to maxBurst bytes), so an idle pacer
+// does not let a large first chunk through for free. The floor is 1% of
+// maxRate, at least 64 KiB/s.
+func NewPacer(maxRate float64, maxBurst int, clock Clock) *Pacer {
 	if clock == nil {
 		clock = realClock{}
+	}
+	burst := maxBurst
+	if maxRate > 0 {
+		burst = int(min(max(maxRate/8, 64<<10), float64(maxBurst)))
 	}
 	p := &Pacer{clock: clock, burst: burst, max: maxRate, floor: max(maxRate/100, 64<<10)}
 	p.lim = rate.NewLimiter(rate.Inf, burst)
@@ -48,6 +54,13 @@ func (p *Pacer) Rate() float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return float64(p.lim.Limit())
+}
+
+// Limited reports whether a max_rate applies.
+func (p *Pacer) Limited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.max > 0
 }
 
 // SetMax changes max_rate (on reload).
@@ -70,21 +83,29 @@ func (p *Pacer) SetLoad(load float64) {
 	p.lim.SetLimitAt(p.clock.Now(), rate.Limit(r))
 }
 
-// Wait blocks until n bytes (n ≤ burst) may be copied, or ctx ends.
+// Wait blocks until n bytes may be copied, or ctx ends. Large n is charged in
+// bucket-sized steps, all of it.
 func (p *Pacer) Wait(ctx context.Context, n int) error {
-	p.mu.Lock()
-	now := p.clock.Now()
-	r := p.lim.ReserveN(now, min(n, p.burst))
-	p.mu.Unlock()
-	d := r.DelayFrom(now)
-	if d <= 0 {
-		return ctx.Err()
+	for n > 0 {
+		p.mu.Lock()
+		step := min(n, p.burst)
+		now := p.clock.Now()
+		r := p.lim.ReserveN(now, step)
+		p.mu.Unlock()
+		n -= step
+		d := r.DelayFrom(now)
+		if d <= 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-p.clock.After(d):
+		case <-ctx.Done():
+			r.CancelAt(p.clock.Now())
+			return ctx.Err()
+		}
 	}
-	select {
-	case <-p.clock.After(d):
-		return nil
-	case <-ctx.Done():
-		r.CancelAt(p.clock.Now())
-		return ctx.Err()
-	}
+	return ctx.Err()
 }

@@ -53,11 +53,19 @@ func TestPacerScalesWithLoadAndKeepsAFloor(t *testing.T) {
 			p := NewPacer(16*MiB, MiB, c)
 			p.SetLoad(tc.load)
 			got := copyThrough(t, p, c, 64*MiB, MiB)
-			// The first chunk rides the initial burst: one chunk's time less.
-			if math.Abs(got.Seconds()-tc.want.Seconds()) > tc.want.Seconds()/64+0.01 {
+			// The first bucketful (1/8 s of budget) rides the initial burst.
+			if math.Abs(got.Seconds()-tc.want.Seconds()) > tc.want.Seconds()/32+0.2 {
 				t.Fatalf("64 MiB took %v, want about %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestPacerChargesLargeRequestsInFull(t *testing.T) {
+	c := &fakeClock{now: time.Unix(0, 0)}
+	p := NewPacer(1<<20, 1<<20, c) // 1 MiB/s: bucket of 128 KiB
+	if got := copyThrough(t, p, c, 16<<20, 8<<20); got < 15*time.Second || got > 16*time.Second {
+		t.Fatalf("16 MiB in 8 MiB requests at 1 MiB/s took %v, want about 16 s", got)
 	}
 }
 
