@@ -289,3 +289,51 @@ func TestKillNineLoop(t *testing.T) {
 		t.Fatal("nothing was ever merged")
 	}
 }
+
+// TestSIGTERMDuringAMergeExitsCleanly: a slow merge is in flight (journal op
+// pending) when systemd would send SIGTERM; the daemon exits 0 promptly, and the
+// stream is either untouched or merged — here untouched — with no temp file.
+func TestSIGTERMDuringAMergeExitsCleanly(t *testing.T) {
+	e := newEnv(t)
+	e.compactConfig(", max_rate: 256KiB/s")
+	want := ""
+	old := time.Now().Add(-time.Hour)
+	for i := 1; i <= 4; i++ {
+		c := lines(fmt.Sprintf("t%d", i), 20000)
+		want += c
+		p := filepath.Join(e.logs, fmt.Sprintf("app-%06d.log", i))
+		must(t, os.WriteFile(p, []byte(c), 0o644))
+		must(t, os.Chtimes(p, old, old))
+	}
+	must(t, os.WriteFile(filepath.Join(e.logs, "app-999999.log"), []byte("active\n"), 0o644))
+	n := newNotifySocket(t)
+	daemon, logs := e.startDaemon(n)
+	waitUntil(t, "a merge in flight", func() bool {
+		sd, err := fsx.OpenDir(filepath.Join(e.dir, "state"))
+		if err != nil {
+			return false
+		}
+		defer sd.Close()
+		ops, _ := fsx.ReadJournal(sd, "journal")
+		return len(ops) > 0
+	})
+	start := time.Now()
+	must(t, daemon.Process.Signal(syscall.SIGTERM))
+	if code := waitExit(t, daemon, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d; log:\n%s", code, logs.String())
+	}
+	t.Logf("exited %v after SIGTERM with a merge in flight", time.Since(start).Round(time.Millisecond))
+	names, got := e.stream()
+	if got != want+"active\n" {
+		t.Fatalf("stream changed: %v", names)
+	}
+	ents, _ := os.ReadDir(e.logs)
+	for _, d := range ents {
+		if fsx.IsTemp(d.Name()) {
+			t.Fatalf("temp file left: %s", d.Name())
+		}
+	}
+	if !strings.Contains(logs.String(), "merge abandoned, inputs intact") {
+		t.Fatalf("no abandon line in the log:\n%s", logs.String())
+	}
+}
