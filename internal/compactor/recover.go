@@ -37,6 +37,9 @@ func (e *Env) Recover(dir func(path string) (*fsx.Dir, error), keepInactive func
 	var st RecoverStats
 	var errs []error
 	for _, op := range e.Journal.Pending() {
+		if op.Kind != "merge" {
+			continue // archival recovers its own ops
+		}
 		d, err := dir(op.Dir)
 		if err != nil {
 			st.Stuck++
@@ -153,7 +156,7 @@ func (e *Env) FinishInactive(dir func(path string) (*fsx.Dir, error), keepInacti
 	var errs []error
 	for _, op := range e.Journal.Pending() {
 		keep := keepInactive(op.Stream)
-		if op.Commit == nil || keep <= 0 || e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keep)) {
+		if op.Kind != "merge" || op.Commit == nil || keep <= 0 || e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keep)) {
 			continue
 		}
 		d, err := dir(op.Dir)

@@ -78,6 +78,8 @@ type Archive struct {
 	KeepFree      Free          `mapstructure:"keep_free"`       // filesystem free-space floor; default 5%
 	UrgentWithin  time.Duration `mapstructure:"urgent_within"`   // breach this close overrides load; default 15m
 	Compress      string        `mapstructure:"compress"`        // none|gzip|zstd; default zstd
+	ColdMaxAge    time.Duration `mapstructure:"cold_max_age"`    // delete archives older than this; 0 = keep
+	ColdMaxBytes  Size          `mapstructure:"cold_max_bytes"`  // keep at most this per stream in cold; 0 = no limit
 }
 
 // Stream is one configured stream with its effective settings.
@@ -142,6 +144,8 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("archive.keep_free", "5%")
 	v.SetDefault("archive.urgent_within", "15m")
 	v.SetDefault("archive.compress", "zstd")
+	v.SetDefault("archive.cold_max_age", "0s")
+	v.SetDefault("archive.cold_max_bytes", 0)
 }
 
 // Load reads, decodes and validates the config file at path.

@@ -134,6 +134,8 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"a state dir inside a managed dir is rejected", "state_dir: /srv/a/state\n" + withStream(okStream), "state_dir", 1},
 		{"a world-writable managed dir without sticky bit is rejected", withStream("name: a\ndir: " + worldWritable + "\npattern: x"), "streams[0].dir", 3},
 		{"a managed dir that is a file is rejected", withStream("name: a\ndir: " + notDir + "\npattern: x"), "streams[0].dir", 3},
+		{"a negative cold_max_bytes is rejected", "archive:\n  cold_max_bytes: -1\n" + withStream(okStream), "archive.cold_max_bytes", 2},
+		{"a cold_max_age without unit is rejected", "archive:\n  cold_max_age: 7\n" + withStream(okStream), "archive.cold_max_age", 2},
 		{"a zero target size is rejected", "compaction:\n  target_size: 0\n" + withStream(okStream), "compaction.target_size", 2},
 		{"a scalar where a section belongs is rejected", "growth: 5\n" + withStream(okStream), "growth", 1},
 		{"a YAML syntax error is rejected", "streams: [\n", "", 0},

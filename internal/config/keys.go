@@ -13,7 +13,7 @@ var compactionKeys = []string{"workers", "threshold", "min_segments", "target_si
 	"quiesce", "max_rate", "compress", "keep_inactive"}
 
 var archiveKeys = []string{"cold_dir", "time_to_archive", "max_hot_bytes", "low_watermark",
-	"max_age", "keep_free", "urgent_within", "compress"}
+	"max_age", "keep_free", "urgent_within", "compress", "cold_max_age", "cold_max_bytes"}
 
 // schema lists the keys each mapping may hold; nil means a scalar.
 var schema = map[string][]string{

@@ -61,7 +61,10 @@ type Daemon struct {
 	saved   time.Time
 	prev    map[string]string // last logged actions per stream, to log changes once
 
-	planned    []plannedMerge // merges decided by the last pass
+	planned    []plannedMerge   // merges decided by the last pass
+	archives   []plannedArchive // archivals decided by the last pass
+	arch       *archiver.Env
+	tiers      map[string]*coldTier // by cleaned cold dir path
 	journal    *fsx.Journal   // nil when ReadOnly or unusable
 	journalErr error          // why destructive actions are off, if they are
 	pending    []fsx.Op       // unfinished ops, as of the last pass
@@ -97,9 +100,40 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 		d.leases = fsx.NewLeases()
 		d.env = &compactor.Env{Journal: d.journal, Leases: d.leases, Log: d.log, Now: o.Now, Fault: o.Fault,
 			Pacer: compactor.NewPacer(float64(cfg.Compaction.MaxRate), 1<<20, nil)}
+		d.arch = &archiver.Env{Journal: d.journal, Leases: d.leases, Pacer: d.env.Pacer, Log: d.log, Now: o.Now, Fault: o.Fault}
 		d.exec = newExecutor(d)
 	}
+	d.setTiers(cfg)
 	return d, nil
+}
+
+// setTiers keeps one guard per distinct cold dir (reusing existing ones, so the
+// identity seen at start survives a reload).
+func (d *Daemon) setTiers(cfg *config.Config) {
+	old := d.tiers
+	d.tiers = map[string]*coldTier{}
+	for _, s := range cfg.Streams {
+		p := filepath.Clean(s.Archive.ColdDir)
+		if t, ok := old[p]; ok {
+			d.tiers[p] = t
+			delete(old, p)
+		} else if d.tiers[p] == nil {
+			d.tiers[p] = newColdTier(p, d.log)
+		}
+	}
+	for _, t := range old {
+		t.close()
+	}
+}
+
+// coldStreamDir resolves a journaled cold subdir (<cold_dir>/<stream>) to an open
+// directory, only under a configured cold dir.
+func (d *Daemon) coldStreamDir(path string) (*fsx.Dir, error) {
+	t := d.tiers[filepath.Dir(filepath.Clean(path))]
+	if t == nil {
+		return nil, fmt.Errorf("%s is not under a configured cold dir", path)
+	}
+	return t.stream(d.opts.Now(), filepath.Base(path))
 }
 
 func (d *Daemon) openState() error {
@@ -155,6 +189,9 @@ func (d *Daemon) Close() error {
 	var errs []error
 	if d.exec != nil {
 		d.exec.close()
+	}
+	for _, t := range d.tiers {
+		t.close()
 	}
 	if d.leases != nil {
 		d.leases.Close()
@@ -286,19 +323,22 @@ func (d *Daemon) markJournaled(s *model.Stream) {
 			continue
 		}
 		for _, in := range op.Inputs {
-			if op.Commit != nil {
+			switch {
+			case op.Kind == "archive":
+				busy[key{in.Dev, in.Ino}] = "being archived"
+			case op.Commit != nil:
 				inactive[key{in.Dev, in.Ino}] = true
-			} else {
+			default:
 				busy[key{in.Dev, in.Ino}] = "being merged"
 			}
 		}
-		if op.Created != nil {
+		if op.Created != nil && op.Kind == "merge" {
 			busy[key{op.Created.Dev, op.Created.Ino}] = "output of an unfinished merge"
 		}
 	}
 	if d.exec != nil {
 		for k := range d.exec.busy(s.Config.Name) {
-			busy[key{k.Dev, k.Ino}] = "being merged"
+			busy[key{k.Dev, k.Ino}] = "busy (a job is running)"
 		}
 	}
 	for i := range s.Segments {
@@ -320,13 +360,19 @@ func (d *Daemon) plan(now time.Time) *Report {
 	streams := d.snapshot(now)
 	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load}
 	d.planned = d.planned[:0]
+	d.archives = d.archives[:0]
 	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove})
 	for _, s := range streams {
 		exclude := map[string]bool{}
 		var actions []Action
+		entries := map[string]fsx.Stat{}
+		for _, e := range d.last[s.Config.Name].Entries {
+			entries[e.Name] = e.Stat
+		}
 		for _, j := range arch.Jobs[s.Config.Name] {
 			exclude[j.Segment.Name] = true
 			actions = append(actions, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
+			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, stat: entries[j.Segment.Name]})
 		}
 		var why []string
 		priority := 0.0
@@ -341,10 +387,6 @@ func (d *Daemon) plan(now time.Time) *Report {
 			cd := compactor.Plan(s, compactor.Input{Load: load, PauseAbove: d.cfg.Load.PauseAbove, Exclude: exclude,
 				Taken: func(n string) bool { return names[n] }})
 			priority = cd.Priority.Value
-			entries := map[string]fsx.Stat{}
-			for _, e := range d.last[s.Config.Name].Entries {
-				entries[e.Name] = e.Stat
-			}
 			for _, j := range cd.Jobs {
 				a := Action{Kind: "compact", Output: j.Output, Reason: j.Reason}
 				pm := plannedMerge{stream: s.Config, job: j, reason: j.Reason}
@@ -424,8 +466,26 @@ func (d *Daemon) logReport(r *Report) {
 
 func (d *Daemon) status(r *Report) string {
 	streams, segs, hot, actions := Summary(r)
-	return fmt.Sprintf("STATUS=%d streams, %d segments, %s hot, load %.2f, %d actions planned",
+	st := fmt.Sprintf("STATUS=%d streams, %d segments, %s hot, load %.2f, %d actions planned",
 		streams, segs, Bytes(float64(hot)), r.Load, actions)
+	for _, p := range sortedTiers(d.tiers) {
+		if msg := d.tiers[p].status(); msg != "" {
+			st += "; " + msg
+		}
+	}
+	if d.journalErr != nil {
+		st += "; merging and archival OFF: intent journal unusable"
+	}
+	return st
+}
+
+func sortedTiers(m map[string]*coldTier) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // sortedDirs is for stable logs.

@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
@@ -20,6 +22,13 @@ type plannedMerge struct {
 	job    compactor.Job
 	stats  []fsx.Stat // the inputs as scanned, in order
 	reason string
+}
+
+// plannedArchive is an archival decision with the segment as scanned.
+type plannedArchive struct {
+	stream config.Stream
+	job    archiver.Job
+	stat   fsx.Stat
 }
 
 // outcome is reported back to the loop, which owns the growth tracker.
@@ -66,47 +75,78 @@ func (x *executor) busy(stream string) map[fsx.FileID]bool {
 	return out
 }
 
-// submit starts a job unless one of its inputs is already being merged. It must
-// be called from the goroutine that owns the scanner (the dir is cloned here).
+// submit starts a merge unless one of its inputs is busy. It must be called from
+// the goroutine that owns the scanner (the dir is cloned here).
 func (x *executor) submit(pm plannedMerge) {
-	name := pm.stream.Name
-	x.mu.Lock()
-	if x.mu.busy[name] == nil {
-		x.mu.busy[name] = map[fsx.FileID]bool{}
-	}
-	for _, st := range pm.stats {
-		if x.mu.busy[name][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
-			x.mu.Unlock()
-			return
-		}
-	}
-	for _, st := range pm.stats {
-		x.mu.busy[name][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] = true
-	}
-	x.mu.Unlock()
 	dir, err := x.d.scanner.Dir(pm.stream.Dir)
 	var jobDir *fsx.Dir
 	if err == nil {
 		jobDir, err = dir.Clone()
 	}
 	if err != nil {
-		x.d.log.Error("cannot start merge", zap.String("stream", name), zap.Error(err))
-		x.release(name, pm.stats)
+		x.d.log.Error("cannot start merge", zap.String("stream", pm.stream.Name), zap.Error(err))
 		return
 	}
+	if !x.start(pm.stream.Name, pm.stats, func() { defer jobDir.Close(); x.run(jobDir, pm) }) {
+		jobDir.Close()
+	}
+}
+
+// submitArchive starts a move unless the segment is busy.
+func (x *executor) submitArchive(pa plannedArchive, tier *coldTier) {
+	dir, err := x.d.scanner.Dir(pa.stream.Dir)
+	var hot *fsx.Dir
+	if err == nil {
+		hot, err = dir.Clone()
+	}
+	if err != nil {
+		x.d.log.Error("cannot start archival", zap.String("stream", pa.stream.Name), zap.Error(err))
+		return
+	}
+	cold, err := tier.stream(x.d.opts.Now(), pa.stream.Name)
+	if err != nil {
+		hot.Close()
+		return // logged by the tier; the segment stays hot
+	}
+	if !x.start(pa.stream.Name, []fsx.Stat{pa.stat}, func() {
+		defer hot.Close()
+		defer cold.Close()
+		x.runArchive(hot, cold, tier, pa)
+	}) {
+		hot.Close()
+		cold.Close()
+	}
+}
+
+// start marks stats busy and runs fn on a worker, or returns false if any is busy.
+func (x *executor) start(stream string, stats []fsx.Stat, fn func()) bool {
+	x.mu.Lock()
+	if x.mu.busy[stream] == nil {
+		x.mu.busy[stream] = map[fsx.FileID]bool{}
+	}
+	for _, st := range stats {
+		if x.mu.busy[stream][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
+			x.mu.Unlock()
+			return false
+		}
+	}
+	for _, st := range stats {
+		x.mu.busy[stream][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] = true
+	}
+	x.mu.Unlock()
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
-		defer jobDir.Close()
-		defer x.release(name, pm.stats)
+		defer x.release(stream, stats)
 		select {
 		case x.sem <- struct{}{}:
 		case <-x.ctx.Done():
 			return
 		}
 		defer func() { <-x.sem }()
-		x.run(jobDir, pm)
+		fn()
 	}()
+	return true
 }
 
 func (x *executor) release(stream string, stats []fsx.Stat) {
@@ -146,6 +186,30 @@ func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
 	x.d.log.Info(msg, fields...)
 	x.results <- outcome{stream: pm.stream.Name, ok: true,
 		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}}
+}
+
+func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) {
+	a := pa.stream.Archive
+	start := time.Now()
+	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
+		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Name: pa.job.Segment.Name, Segment: pa.stat,
+		Compress: a.Compress, Urgent: pa.job.Urgent})
+	fields := []zap.Field{zap.String("stream", pa.stream.Name), zap.String("action", "archive"),
+		zap.String("segment", pa.job.Segment.Name), zap.String("output", filepath.Join(tier.path, pa.stream.Name, res.Output)),
+		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
+		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
+		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}
+	if err != nil {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, fsx.ErrWriting) &&
+			!errors.Is(err, archiver.ErrSourceChanged) {
+			tier.fail(x.d.opts.Now(), err) // ENOSPC, EACCES, EROFS, EIO...: back off
+		}
+		x.d.log.Warn("archival abandoned, segment stays hot", append(fields, zap.Error(err))...)
+		x.results <- outcome{stream: pa.stream.Name}
+		return
+	}
+	x.d.log.Info("archived", fields...)
+	x.results <- outcome{stream: pa.stream.Name}
 }
 
 // wait blocks until every submitted job has finished.

@@ -3,10 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/loadprobe"
@@ -34,9 +36,15 @@ func (d *Daemon) Recover() error {
 	}
 	st, err := d.env.Recover(d.scanner.Dir, d.keepInactive)
 	if st != (compactor.RecoverStats{}) {
-		d.log.Info("recovered unfinished operations", zap.Int("rolled_back", st.RolledBack),
+		d.log.Info("recovered unfinished merges", zap.Int("rolled_back", st.RolledBack),
 			zap.Int("finished", st.Finished), zap.Int("inactive", st.Inactive), zap.Int("stuck", st.Stuck))
 	}
+	ast, aerr := d.arch.Recover(d.scanner.Dir, d.coldStreamDir)
+	if ast != (archiver.RecoverStats{}) {
+		d.log.Info("recovered unfinished archivals", zap.Int("rolled_back", ast.RolledBack),
+			zap.Int("finished", ast.Finished), zap.Int("stuck", ast.Stuck))
+	}
+	err = errors.Join(err, aerr)
 	if err != nil {
 		d.log.Error("recovery left operations unfinished", zap.Error(err))
 		return err
@@ -63,12 +71,40 @@ func (d *Daemon) act() {
 		return
 	}
 	d.env.Pacer.SetLoad(d.probe.Load())
+	for _, pa := range d.archives {
+		d.exec.submitArchive(pa, d.tiers[filepath.Clean(pa.stream.Archive.ColdDir)])
+	}
 	for _, pm := range d.planned {
 		d.exec.submit(pm)
 	}
+	d.retainCold()
 	if d.anyKeepInactive() {
 		if _, err := d.env.FinishInactive(d.scanner.Dir, d.keepInactive); err != nil {
 			d.log.Error("cannot finish inactive merge inputs", zap.Error(err))
+		}
+	}
+}
+
+// retainCold applies cold_max_age and cold_max_bytes to each stream's cold subdir.
+func (d *Daemon) retainCold() {
+	now := d.opts.Now()
+	for _, s := range d.cfg.Streams {
+		a := s.Archive
+		if a.ColdMaxAge <= 0 && a.ColdMaxBytes <= 0 {
+			continue
+		}
+		sub, err := d.tiers[filepath.Clean(a.ColdDir)].stream(now, s.Name)
+		if err != nil {
+			continue
+		}
+		gone, err := archiver.Retain(sub, now, a.ColdMaxAge, int64(a.ColdMaxBytes))
+		sub.Close()
+		for _, f := range gone {
+			d.log.Info("deleted from cold by retention", zap.String("stream", s.Name), zap.String("action", "retain"),
+				zap.ByteString("segment", []byte(f.Name)), zap.Int64("bytes", f.Size), zap.Time("mtime", f.Mtime))
+		}
+		if err != nil {
+			d.log.Warn("cold retention incomplete", zap.String("stream", s.Name), zap.Error(err))
 		}
 	}
 }
@@ -239,6 +275,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.probe.Start()
 	d.last = map[string]scanner.Result{}
 	d.prev = map[string]string{}
+	d.setTiers(cfg)
 	d.cfg = cfg
 	if d.env != nil {
 		d.env.Pacer.SetMax(float64(cfg.Compaction.MaxRate), d.probe.Load())

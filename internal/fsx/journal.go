@@ -65,9 +65,10 @@ func (r FileRef) SameFile(st Stat) bool {
 // Op is one journaled operation and what is known of its progress.
 type Op struct {
 	ID      uint64
-	Kind    string // "merge"
+	Kind    string // "merge" | "archive"
 	Stream  string
 	Dir     string // the managed dir's path, as configured
+	Dest    string // where Output and Temp live when not in Dir (archive: the cold subdir)
 	Output  string
 	Temp    string
 	Inputs  []FileRef
@@ -257,7 +258,7 @@ func (j *Journal) apply(p []byte) error {
 	id := d.uvarint()
 	switch p[0] {
 	case recBegin:
-		op := &Op{ID: id, Kind: d.bytes(), Stream: d.bytes(), Dir: d.bytes(), Output: d.bytes(), Temp: d.bytes()}
+		op := &Op{ID: id, Kind: d.bytes(), Stream: d.bytes(), Dir: d.bytes(), Dest: d.bytes(), Output: d.bytes(), Temp: d.bytes()}
 		n := d.uvarint()
 		for i := uint64(0); i < n && d.err == nil; i++ {
 			op.Inputs = append(op.Inputs, d.ref())
@@ -329,6 +330,7 @@ func encodeBegin(id uint64, op *Op) []byte {
 	e.bytes(op.Kind)
 	e.bytes(op.Stream)
 	e.bytes(op.Dir)
+	e.bytes(op.Dest)
 	e.bytes(op.Output)
 	e.bytes(op.Temp)
 	e.uvarint(uint64(len(op.Inputs)))

@@ -113,3 +113,37 @@ func (d *Dir) Exists(name string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// Sub opens (creating it with perm when missing) the subdirectory name of d,
+// without following a symlink.
+func (d *Dir) Sub(name string, perm uint32) (*Dir, error) {
+	if err := unix.Mkdirat(d.fd, name, perm); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, &os.PathError{Op: "mkdir", Path: d.path + "/" + name, Err: err}
+	}
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open dir", Path: d.path + "/" + name, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat dir", Path: d.path + "/" + name, Err: err}
+	}
+	return &Dir{fd: fd, path: d.path + "/" + name, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// Ino is the inode of the directory itself.
+func (d *Dir) Ino() uint64 { return d.ino }
+
+// MoveTo renames name in d to to in dst without replacing anything. Across
+// filesystems it fails with an error satisfying errors.Is(err, unix.EXDEV).
+// It fsyncs neither directory.
+func (d *Dir) MoveTo(name string, dst *Dir, to string) error {
+	if err := unix.Renameat2(d.fd, name, dst.fd, to, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("move %s to %s/%s: %w", name, dst.path, to, ErrExists)
+		}
+		return &os.PathError{Op: "move", Path: d.path + "/" + name, Err: err}
+	}
+	return nil
+}

@@ -1,0 +1,282 @@
+package archiver
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("LCD_ACRASH_MODE"); mode != "" {
+		os.Exit(crashChild(mode))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+type rig struct {
+	hotPath, coldPath string
+	hot, cold, state  *fsx.Dir
+	env               *Env
+	leases            *fsx.Leases
+}
+
+func openRig(hotPath, coldPath, statePath string) (*rig, error) {
+	for _, p := range []string{hotPath, coldPath, statePath} {
+		if err := os.MkdirAll(p, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	r := &rig{hotPath: hotPath, coldPath: coldPath}
+	var err error
+	if r.hot, err = fsx.OpenDir(hotPath); err != nil {
+		return nil, err
+	}
+	if r.cold, err = fsx.OpenDir(coldPath); err != nil {
+		return nil, err
+	}
+	if r.state, err = fsx.OpenDir(statePath); err != nil {
+		return nil, err
+	}
+	j, err := fsx.OpenJournal(r.state, "journal")
+	if err != nil {
+		return nil, err
+	}
+	r.leases = fsx.NewLeases()
+	r.env = &Env{Journal: j, Leases: r.leases, Log: zap.NewNop()}
+	return r, nil
+}
+
+func newRig(t *testing.T, hot, cold string) *rig {
+	t.Helper()
+	r, err := openRig(hot, cold, filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *rig) close() {
+	r.leases.Close()
+	r.env.Journal.Close()
+	r.hot.Close()
+	r.cold.Close()
+	r.state.Close()
+}
+
+func (r *rig) job(t testing.TB, name, compress string) MoveJob {
+	st, err := r.hot.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return MoveJob{Stream: "app", Hot: r.hot, HotPath: r.hotPath, Cold: r.cold, ColdPath: r.coldPath,
+		Name: name, Segment: st, Compress: compress}
+}
+
+func decompress(t testing.TB, path, compress string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var rd io.Reader = f
+	switch compress {
+	case "zstd":
+		zr, err := zstd.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		rd = zr
+	case "gzip":
+		gr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = gr
+	}
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func content(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "2026-11-24T00:00:00Z line %07d level=info msg=\"served\"\n", i)
+	}
+	return b.String()
+}
+
+func TestMoveByteExactKeepsOwnerModeAndMtime(t *testing.T) {
+	for _, c := range []string{"zstd", "gzip", "none"} {
+		t.Run(c, func(t *testing.T) {
+			r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold", "app"))
+			data := content(20000)
+			p := filepath.Join(r.hotPath, "app-1.log")
+			if err := os.WriteFile(p, []byte(data), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+			os.Chtimes(p, old, old)
+			res, err := r.env.Move(context.Background(), r.job(t, "app-1.log", c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(r.coldPath, res.Output)
+			if got := decompress(t, out, c); got != data {
+				t.Fatalf("archive differs from the segment (%d vs %d bytes)", len(got), len(data))
+			}
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Fatalf("segment still hot: %v", err)
+			}
+			fi, _ := os.Stat(out)
+			if fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(old) {
+				t.Fatalf("archive mode %o mtime %v, want 0640 %v", fi.Mode().Perm(), fi.ModTime(), old)
+			}
+			if c == "none" && !res.Renamed {
+				t.Fatal("same filesystem, uncompressed: want a rename")
+			}
+			if c != "none" && res.Written >= res.Bytes/5 {
+				t.Fatalf("%s wrote %d of %d bytes", c, res.Written, res.Bytes)
+			}
+			if p := r.env.Journal.Pending(); len(p) != 0 {
+				t.Fatalf("pending ops %+v", p)
+			}
+		})
+	}
+}
+
+func TestMoveNeverReplacesAnEarlierArchive(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold"))
+	os.WriteFile(filepath.Join(r.coldPath, "app.log.zst"), []byte("an earlier archive"), 0o600)
+	os.WriteFile(filepath.Join(r.hotPath, "app.log"), []byte("new\n"), 0o600)
+	res, err := r.env.Move(context.Background(), r.job(t, "app.log", "zstd"))
+	if err != nil || res.Output != "app.log.1.zst" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.coldPath, "app.log.zst")); string(b) != "an earlier archive" {
+		t.Fatal("an earlier archive was replaced")
+	}
+}
+
+func TestWriterOpeningDuringMoveAborts(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold"))
+	data := content(50000)
+	p := filepath.Join(r.hotPath, "app-1.log")
+	os.WriteFile(p, []byte(data), 0o644)
+	var w *exec.Cmd
+	r.env.Fault = func(pt string) {
+		if pt != "archive:created" {
+			return
+		}
+		w = exec.Command("sh", "-c", `exec 3>>"$1" && echo opened && exec sleep 60`, "sh", p)
+		out, _ := w.StdoutPipe()
+		w.Start()
+		bufio.NewReader(out).ReadString('\n')
+	}
+	_, err := r.env.Move(context.Background(), r.job(t, "app-1.log", "zstd"))
+	if w != nil {
+		defer func() { w.Process.Kill(); w.Wait() }()
+	}
+	if !errors.Is(err, fsx.ErrLeaseBroken) {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != data {
+		t.Fatal("segment changed")
+	}
+	if names, _ := r.cold.Names(); len(names) != 0 {
+		t.Fatalf("cold dir not empty: %v", names)
+	}
+}
+
+func TestColdENOSPCLeavesTheSegmentHot(t *testing.T) {
+	testutil.RequireRoot(t, "mount a tmpfs")
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	r := newRig(t, filepath.Join(t.TempDir(), "hot"), mnt)
+	data := content(20000) // ~1 MB; compressed and uncompressed both exceed 64 KiB
+	os.WriteFile(filepath.Join(r.hotPath, "app-1.log"), []byte(data), 0o644)
+	_, err := r.env.Move(context.Background(), r.job(t, "app-1.log", "none"))
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("err = %v, want ENOSPC", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.hotPath, "app-1.log")); string(b) != data {
+		t.Fatal("segment changed")
+	}
+	if names, _ := r.cold.Names(); len(names) != 0 {
+		t.Fatalf("cold dir not empty: %v", names)
+	}
+	if p := r.env.Journal.Pending(); len(p) != 0 {
+		t.Fatalf("pending %+v", p)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	files := []ColdFile{
+		{"a", 100, now.Add(-10 * 24 * time.Hour)}, {"b", 100, now.Add(-5 * 24 * time.Hour)},
+		{"c", 100, now.Add(-2 * 24 * time.Hour)}, {"d", 100, now.Add(-time.Hour)},
+	}
+	cases := []struct {
+		name     string
+		maxAge   time.Duration
+		maxBytes int64
+		want     string
+	}{
+		{"no limits keep everything", 0, 0, ""},
+		{"archives older than cold_max_age go", 7 * 24 * time.Hour, 0, "a"},
+		{"the oldest go until the rest fit cold_max_bytes", 0, 250, "a,b"},
+		{"both limits: the stricter wins", 3 * 24 * time.Hour, 350, "a,b"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []string
+			for _, f := range RetentionPlan(files, now, c.maxAge, c.maxBytes) {
+				got = append(got, f.Name)
+			}
+			if strings.Join(got, ",") != c.want {
+				t.Fatalf("deleted %v, want %s", got, c.want)
+			}
+		})
+	}
+	dir := t.TempDir()
+	d, _ := fsx.OpenDir(dir)
+	defer d.Close()
+	for _, f := range files {
+		p := filepath.Join(dir, f.Name)
+		os.WriteFile(p, make([]byte, f.Size), 0o600)
+		os.Chtimes(p, f.Mtime, f.Mtime)
+	}
+	os.Symlink("/etc/passwd", filepath.Join(dir, "e"))
+	gone, err := Retain(d, now, 0, 250)
+	if err != nil || len(gone) != 2 {
+		t.Fatalf("Retain: %v %v", gone, err)
+	}
+	if names, _ := d.Names(); len(names) != 3 {
+		t.Fatalf("left %v", names)
+	}
+}

@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
+)
+
+// coldTier guards one configured cold dir. It remembers the directory (device
+// and inode) it found the first time, and refuses to write when the path no
+// longer leads there — an unmounted mount point shows the directory underneath,
+// which must never receive archives. After a failure it backs off, doubling
+// from 1 s to 5 min, and says why in logs and STATUS=.
+type coldTier struct {
+	path string
+	log  *zap.Logger
+	mu   sync.Mutex
+	dir  *fsx.Dir
+	err  error
+	next time.Time
+	wait time.Duration
+}
+
+func newColdTier(path string, log *zap.Logger) *coldTier {
+	return &coldTier{path: filepath.Clean(path), log: log}
+}
+
+// open returns the cold dir if it is usable now.
+func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil && now.Before(c.next) {
+		return nil, fmt.Errorf("cold dir %s: backing off until %s: %w", c.path, c.next.Format(time.TimeOnly), c.err)
+	}
+	fresh, err := fsx.OpenDir(c.path)
+	if err != nil {
+		return nil, c.failLocked(now, err)
+	}
+	if c.dir == nil {
+		c.dir = fresh
+	} else {
+		defer fresh.Close()
+		if fresh.Dev() != c.dir.Dev() || fresh.Ino() != c.dir.Ino() {
+			return nil, c.failLocked(now, fmt.Errorf("cold dir %s is no longer the directory it was at start (unmounted?): refusing to write there", c.path))
+		}
+	}
+	if c.err != nil {
+		c.log.Info("cold dir usable again", zap.String("cold_dir", c.path))
+		c.err, c.wait = nil, 0
+	}
+	return c.dir, nil
+}
+
+// stream opens (creating) the stream's subdirectory, owned by the caller.
+func (c *coldTier) stream(now time.Time, name string) (*fsx.Dir, error) {
+	d, err := c.open(now)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := d.Sub(name, 0o750)
+	if err != nil {
+		return nil, c.fail(now, err)
+	}
+	return sub, nil
+}
+
+func (c *coldTier) fail(now time.Time, err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failLocked(now, err)
+}
+
+func (c *coldTier) failLocked(now time.Time, err error) error {
+	c.wait = min(max(2*c.wait, time.Second), 5*time.Minute)
+	c.next = now.Add(c.wait)
+	if c.err == nil || c.err.Error() != err.Error() {
+		c.log.Warn("cold dir unusable: archival backs off; nothing is deleted from hot", zap.String("cold_dir", c.path),
+			zap.Duration("retry_in", c.wait), zap.Error(err))
+	}
+	c.err = err
+	return err
+}
+
+// status is "" when the tier is fine.
+func (c *coldTier) status() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return ""
+	}
+	return fmt.Sprintf("cold %s unusable (%v)", c.path, c.err)
+}
+
+func (c *coldTier) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir != nil {
+		c.dir.Close()
+		c.dir = nil
+	}
+}
