@@ -363,4 +363,3 @@ func verify(f *os.File, compress string, size int64, crc uint32) error {
 	}
 	return nil
 }
-

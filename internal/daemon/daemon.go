@@ -65,9 +65,9 @@ type Daemon struct {
 	archives   []plannedArchive // archivals decided by the last pass
 	arch       *archiver.Env
 	tiers      map[string]*coldTier // by cleaned cold dir path
-	journal    *fsx.Journal   // nil when ReadOnly or unusable
-	journalErr error          // why destructive actions are off, if they are
-	pending    []fsx.Op       // unfinished ops, as of the last pass
+	journal    *fsx.Journal         // nil when ReadOnly or unusable
+	journalErr error                // why destructive actions are off, if they are
+	pending    []fsx.Op             // unfinished ops, as of the last pass
 	leases     *fsx.Leases
 	env        *compactor.Env
 	exec       *executor
