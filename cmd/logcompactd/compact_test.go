@@ -198,10 +198,10 @@ func TestHostileDirectory(t *testing.T) {
 }
 
 // TestKillNineLoop kills real `once` and `run` processes at seeded random moments
-// while they merge, until 100 kills have hit a live process (LCD_KILLS), adding
+// while they merge and archive, until 100 kills have hit a live process (LCD_KILLS), adding
 // new closed segments as it goes;
 // then lets one `once` finish. Every line ever written is present exactly once,
-// in order, and no temp file remains.
+// in order, across the hot dir and the cold dir (decompressed).
 func TestKillNineLoop(t *testing.T) {
 	seed := uint64(1)
 	if s := os.Getenv("LCD_KILL_SEED"); s != "" {
@@ -213,6 +213,7 @@ func TestKillNineLoop(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	e := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
 	old := time.Now().Add(-time.Hour)
 	want := strings.Builder{}
 	seq := 0
@@ -230,8 +231,12 @@ func TestKillNineLoop(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(e.logs, "app-999999.log"), []byte("active\n"), 0o644))
 	alive, midMerge := 0, 0
 	for k := 0; alive < kills && k < 10*kills; k++ {
-		if k%10 == 0 { // slow merges (kills land inside them) and fast ones (kills land between)
+		if k%10 == 0 { // slow jobs (kills land inside them) and fast ones (kills land between)
 			e.compactConfig(fmt.Sprintf(", max_rate: %dMiB/s, workers: 2", []int{2, 8}[(k/10)%2]))
+			// Archival too: a 3 MiB cap the arriving segments keep pushing against.
+			cfg, _ := os.ReadFile(e.config)
+			must(t, os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "time_to_archive: 1h}",
+				"time_to_archive: 100ms, max_hot_bytes: 3MiB, compress: zstd}", 1)), 0o644))
 		}
 		args := []string{"--config", e.config, "once"}
 		delay := time.Duration(20+rng.IntN(280)) * time.Millisecond
@@ -267,20 +272,30 @@ func TestKillNineLoop(t *testing.T) {
 	if _, stderr, code := e.cli("once"); code != 0 {
 		t.Fatalf("final once: %d %s", code, stderr)
 	}
-	names, got := e.stream()
+	names, _ := e.stream()
+	got := allLines(t, e.logs, filepath.Join(e.dir, "cold", "app"))
 	if got != want.String()+"active\n" {
-		t.Fatalf("after %d kill -9s (seed %d): stream has %d bytes, want %d: lines lost or duplicated", alive, seed, len(got), want.Len()+7)
+		t.Fatalf("after %d kill -9s (seed %d): hot and cold hold %d bytes, want %d: lines lost or duplicated", alive, seed, len(got), want.Len()+7)
 	}
+	archived, _ := os.ReadDir(filepath.Join(e.dir, "cold", "app"))
 	merged := 0
 	for _, n := range names {
 		if strings.Contains(n, "~c") {
 			merged++
 		}
 	}
-	t.Logf("seed %d: %d processes killed while running, %d of them with a merge in flight (journal op pending); %d segments written, %d consolidated at the end",
-		seed, alive, midMerge, seq, merged)
+	for _, a := range archived {
+		if strings.Contains(a.Name(), "~c") {
+			merged++
+		}
+	}
+	t.Logf("seed %d: %d processes killed while running, %d of them with a merge or archival in flight (journal op pending); %d segments written, %d consolidated and %d archived at the end",
+		seed, alive, midMerge, seq, merged, len(archived))
+	if len(archived) == 0 {
+		t.Fatal("nothing was ever archived")
+	}
 	if midMerge < alive/4 {
-		t.Fatalf("only %d of %d kills landed in the middle of a merge", midMerge, alive)
+		t.Fatalf("only %d of %d kills landed in the middle of a merge or archival", midMerge, alive)
 	}
 	if alive < kills {
 		t.Fatalf("only %d kills hit a running process, want %d", alive, kills)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,6 +24,10 @@ var binary string
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("LCD_TEST_WRITER"); spec != "" {
 		writer(spec)
+		return
+	}
+	if spec := os.Getenv("LCD_TEST_ROTWRITER"); spec != "" {
+		rotatingWriter(spec)
 		return
 	}
 	dir, err := os.MkdirTemp("", "lcd-bin")
@@ -499,3 +504,5 @@ func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
 		})
 	}
 }
+
+func signalNotifyFn(c chan os.Signal, sig ...os.Signal) { signal.Notify(c, sig...) }
