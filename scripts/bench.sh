@@ -10,5 +10,7 @@ mkdir -p bench
   go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
+  go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
+  ./scripts/bench-archive.sh
 } 2>&1 | tee bench/latest.txt
 rm -rf "${TMPDIR:-/tmp}"/lcd-bench-*

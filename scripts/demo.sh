@@ -53,7 +53,7 @@ for step in $(seq 1 12); do
   # What the daemon logged since the last step (its decisions as they happened).
   total=$(wc -l < "$work/daemon.log")
   if [ "$total" -gt "$shown" ]; then
-    tail -n +"$((shown + 1))" "$work/daemon.log" | grep -E "decided|merged|abandoned|running|warn|error" | cut -c1-220 | tail -n 6 || true
+    tail -n +"$((shown + 1))" "$work/daemon.log" | grep -E "merged|archived|abandoned|running|warn|error" | cut -c1-220 | tail -n 6 || true
     shown=$total
   fi
   # The plan now: stream totals, the newest segments, the actions and their reasons.
@@ -68,4 +68,4 @@ wait "$writer_pid" 2>/dev/null || true
 writer_pid=
 kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=
 echo
-echo "== The daemon stopped on SIGTERM. Merges were real (see the consolidated ~c segments); archival is decided and logged, and moves files from the next release on."
+echo "== The daemon stopped on SIGTERM. What it merged and archived:"; ls "$work/logs" | head -20; ls "$work/cold/app" 2>/dev/null | head -20
