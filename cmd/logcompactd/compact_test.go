@@ -274,8 +274,18 @@ func TestKillNineLoop(t *testing.T) {
 	}
 	names, _ := e.stream()
 	got := allLines(t, e.logs, filepath.Join(e.dir, "cold", "app"))
-	if got != want.String()+"active\n" {
-		t.Fatalf("after %d kill -9s (seed %d): hot and cold hold %d bytes, want %d: lines lost or duplicated", alive, seed, len(got), want.Len()+7)
+	if w := want.String() + "active\n"; got != w {
+		i := 0
+		for i < len(got) && i < len(w) && got[i] == w[i] {
+			i++
+		}
+		cold, _ := os.ReadDir(filepath.Join(e.dir, "cold", "app"))
+		var cn []string
+		for _, c := range cold {
+			cn = append(cn, c.Name())
+		}
+		t.Fatalf("after %d kill -9s (seed %d): hot and cold hold %d bytes, want %d; first difference at %d: got %q, want %q\nhot %v\ncold %v",
+			alive, seed, len(got), len(w), i, got[i:min(i+40, len(got))], w[i:min(i+40, len(w))], names, cn)
 	}
 	archived, _ := os.ReadDir(filepath.Join(e.dir, "cold", "app"))
 	merged := 0

@@ -44,12 +44,22 @@ type Input struct {
 	PauseAbove float64
 }
 
-// Candidates are the segments archival may take: closed or consolidated, in stream order.
+// candidates are the segments archival may take: the closed or consolidated
+// segments at the start of the stream, up to the first one it cannot take
+// (active, or busy in a job). Archival never skips over a segment: a gap would
+// let a later merge join segments from both sides of it, and the stream read
+// across hot and cold would no longer be in order. Inactive segments (merged
+// inputs awaiting deletion) are passed over: their bytes are already in the
+// consolidated output.
 func candidates(s *model.Stream) []model.Segment {
 	var out []model.Segment
 	for _, seg := range s.Segments {
-		if seg.State == model.Closed || seg.State == model.Consolidated {
+		switch seg.State {
+		case model.Closed, model.Consolidated:
 			out = append(out, seg)
+		case model.Inactive:
+		default:
+			return out
 		}
 	}
 	return out
@@ -118,9 +128,11 @@ func Plan(streams []*model.Stream, in Input) Decision {
 		}
 		if a.MaxAge > 0 {
 			for _, seg := range candidates(s) {
-				if age := in.Now.Sub(seg.Mtime); age > a.MaxAge {
-					add(s, seg, MaxAge, false, fmt.Sprintf("closed for %s > max_age %s", age.Round(time.Second), a.MaxAge))
+				age := in.Now.Sub(seg.Mtime)
+				if age <= a.MaxAge {
+					break // a prefix only: never skip a younger segment
 				}
+				add(s, seg, MaxAge, false, fmt.Sprintf("closed for %s > max_age %s", age.Round(time.Second), a.MaxAge))
 			}
 		}
 	}
@@ -155,25 +167,31 @@ func Plan(streams []*model.Stream, in Input) Decision {
 		if predFree >= float64(keep) {
 			continue
 		}
-		type cand struct {
-			s   *model.Stream
-			seg model.Segment
-		}
-		var cs []cand
+		// Oldest first across the streams, but each stream only from its start:
+		// take the stream whose next candidate is the oldest, repeatedly.
+		queues := map[*model.Stream][]model.Segment{}
 		for _, s := range ss {
-			for _, seg := range candidates(s) {
-				if !chosen[s][seg.Name] {
-					cs = append(cs, cand{s, seg})
+			queues[s] = candidates(s)
+		}
+		reason := fmt.Sprintf("filesystem free space predicted at +%s is %s < keep_free %s", h, human(predFree), human(float64(keep)))
+		for predFree < float64(keep) {
+			var pick *model.Stream
+			for _, s := range ss {
+				q := queues[s]
+				for len(q) > 0 && chosen[s][q[0].Name] {
+					q = q[1:]
+				}
+				queues[s] = q
+				if len(q) > 0 && (pick == nil || q[0].Mtime.Before(queues[pick][0].Mtime)) {
+					pick = s
 				}
 			}
-		}
-		sort.SliceStable(cs, func(i, j int) bool { return cs[i].seg.Mtime.Before(cs[j].seg.Mtime) })
-		reason := fmt.Sprintf("filesystem free space predicted at +%s is %s < keep_free %s", h, human(predFree), human(float64(keep)))
-		for _, c := range cs {
-			if predFree >= float64(keep) {
+			if pick == nil {
 				break
 			}
-			predFree += float64(add(c.s, c.seg, FSGuard, true, reason))
+			seg := queues[pick][0]
+			queues[pick] = queues[pick][1:]
+			predFree += float64(add(pick, seg, FSGuard, true, reason))
 		}
 	}
 

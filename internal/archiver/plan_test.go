@@ -186,3 +186,31 @@ func TestMaxAgeAndFilesystemGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestArchivalNeverSkipsASegment: with the second-oldest segment busy (being
+// merged), archival takes only the oldest, never the ones after the busy one,
+// however much it wants to free.
+func TestArchivalNeverSkipsASegment(t *testing.T) {
+	s := mk("a", 10, 50*MiB, 800*MiB/3600.0, 1000*MiB)
+	s.Segments[1].State, s.Segments[1].Why = model.Active, "being merged"
+	s.Segments[2].State = model.Inactive
+	d := Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["a"]); got != "a-000" {
+		t.Fatalf("jobs %q, want only a-000 (a-001 is busy)", got)
+	}
+	s.Segments[1].State = model.Closed
+	d = Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["a"]); !strings.HasPrefix(got, "a-000,a-001,a-003") || strings.Contains(got, "a-002") {
+		t.Fatalf("jobs %q: an inactive segment is passed over, not archived", got)
+	}
+}
+
+func TestMaxAgeTakesOnlyAPrefix(t *testing.T) {
+	s := mk("a", 5, 10*MiB, 0, 1000*MiB)
+	s.Config.Archive.MaxAge = 90 * time.Minute
+	s.Segments[1].Mtime = now.Add(-time.Minute) // young, between two old ones (name order)
+	d := Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["a"]); got != "a-000" {
+		t.Fatalf("jobs %q, want only a-000: a-002 is old but lies after the young a-001", got)
+	}
+}
