@@ -262,3 +262,59 @@ streams:
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestBrokenColdTierHurtsNothing: a cold dir that is missing, or on a read-only
+// filesystem: `once` exits 0, every hot segment stays, nothing is written, and the
+// log says archival backs off.
+func TestBrokenColdTierHurtsNothing(t *testing.T) {
+	cases := []struct {
+		name  string
+		root  bool
+		setup func(t *testing.T, cold string)
+	}{
+		{"a missing cold dir", false, func(t *testing.T, cold string) {}},
+		{"a cold dir on a read-only filesystem", true, func(t *testing.T, cold string) {
+			must(t, os.Mkdir(cold, 0o755))
+			must(t, syscall.Mount("tmpfs", cold, "tmpfs", 0, "size=1m"))
+			t.Cleanup(func() { _ = syscall.Unmount(cold, syscall.MNT_DETACH) })
+			must(t, os.Mkdir(filepath.Join(cold, "app"), 0o750))
+			must(t, syscall.Mount("", cold, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""))
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.root {
+				testutil.RequireRoot(t, "mount a read-only tmpfs")
+			}
+			e := newEnv(t)
+			cold := filepath.Join(e.dir, "cold")
+			c.setup(t, cold)
+			cfg := fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {quiesce: 300ms, threshold: 1000000}
+archive: {cold_dir: %s, max_age: 1m, compress: zstd}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, cold, e.logs)
+			must(t, os.WriteFile(e.config, []byte(cfg), 0o644))
+			for i := 1; i <= 3; i++ {
+				e.segment(fmt.Sprintf("app-%06d.log", i), 4000, time.Hour)
+			}
+			must(t, os.WriteFile(filepath.Join(e.logs, "app-000099.log"), []byte("active\n"), 0o644))
+			before := listing(t, e.logs)
+			_, stderr, code := e.cli("once")
+			if code != 0 {
+				t.Fatalf("once: exit %d\n%s", code, stderr)
+			}
+			if after := listing(t, e.logs); after != before {
+				t.Fatalf("hot changed:\n%s\n---\n%s", before, after)
+			}
+			if !strings.Contains(stderr, "cold dir unusable") && !strings.Contains(stderr, "archival abandoned") {
+				t.Fatalf("no back-off in the log:\n%s", stderr)
+			}
+			if ents, err := os.ReadDir(filepath.Join(cold, "app")); err == nil && len(ents) != 0 {
+				t.Fatalf("something was written to the cold dir: %v", ents)
+			}
+		})
+	}
+}
