@@ -6,7 +6,14 @@ LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test unit fuzz lint demo bench clean
+PREFIX   ?= /usr
+DESTDIR  ?=
+UNITDIR  ?= /lib/systemd/system
+DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DIST     ?= dist
+DEB_VERSION ?= $(shell git describe --tags 2>/dev/null | sed 's/^v//' || true)
+
+.PHONY: all build test unit fuzz lint demo bench clean install deb
 
 all: build
 
@@ -45,5 +52,33 @@ demo: build
 bench:
 	./scripts/bench.sh
 
+# Installs the binary, the systemd unit (ExecStart pointing at PREFIX), the man
+# page, the config (never over an existing one) and the state dir.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/logcompactd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/bin/logcompactd|$(PREFIX)/bin/logcompactd|g' packaging/systemd/logcompactd.service > $(DESTDIR)$(UNITDIR)/logcompactd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/logcompactd.service
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
+	$(BIN) man | gzip -9n > $(DESTDIR)$(PREFIX)/share/man/man8/logcompactd.8.gz
+	install -d -m 0755 $(DESTDIR)/etc
+	@if [ -e $(DESTDIR)/etc/logcompactd.yaml ]; then \
+	  echo "keeping the existing $(DESTDIR)/etc/logcompactd.yaml"; \
+	else install -m 0644 configs/logcompactd.yaml $(DESTDIR)/etc/logcompactd.yaml; fi
+	install -d -m 0700 $(DESTDIR)/var/lib/logcompactd
+
+# Builds dist/logcompactd_<version>_<arch>.deb with dpkg-deb: the config is a
+# conffile, the unit is enabled with deb-systemd-helper in postinst.
+deb:
+	rm -rf $(DIST)/deb && mkdir -p $(DIST)/deb/DEBIAN
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DIST))/deb PREFIX=/usr UNITDIR=/lib/systemd/system
+	rmdir $(DIST)/deb/var/lib/logcompactd $(DIST)/deb/var/lib $(DIST)/deb/var 2>/dev/null || true
+	v='$(DEB_VERSION)'; [ -n "$$v" ] || v=0.0.0+git$$(git rev-parse --short HEAD 2>/dev/null || echo 0); \
+	  sed -e "s/@VERSION@/$$v/" -e "s/@ARCH@/$(DEB_ARCH)/" packaging/debian/control > $(DIST)/deb/DEBIAN/control
+	install -m 0644 packaging/debian/conffiles $(DIST)/deb/DEBIAN/conffiles
+	install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm $(DIST)/deb/DEBIAN/
+	dpkg-deb --root-owner-group --build $(DIST)/deb $(DIST)/
+	@ls $(DIST)/*.deb
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

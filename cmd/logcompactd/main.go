@@ -15,12 +15,12 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"golang.org/x/sys/unix"
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	lcd "github.com/logcompactd/logcompactd/internal/daemon"
+	"github.com/logcompactd/logcompactd/internal/logging"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."
@@ -92,6 +92,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return nil
 			}},
 	)
+	root.AddCommand(&cobra.Command{Use: "man", Short: "print the man page (roff) to stdout", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return doc.GenMan(root, &doc.GenManHeader{Title: "LOGCOMPACTD", Section: "8", Source: "logcompactd " + version,
+				Manual: "System Administration"}, stdout)
+		}})
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -131,52 +136,14 @@ func loadConfig(g *globals) (*config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(cfg *config.Config, stderr io.Writer) (*zap.Logger, error) {
-	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil || cfg.LogLevel == "" {
-		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", cfg.LogLevel)}
-	}
-	format := cfg.LogFormat
-	switch format {
-	case "auto":
-		format = "json"
-		if f, ok := stderr.(*os.File); ok && isTerminal(f) {
-			format = "console"
-		}
-	case "journal":
-		// Native journal fields arrive with the systemd issue; until then JSON on
-		// stderr, which journald stores as the message.
-		format = "json"
-	case "console", "json":
-	default:
-		return nil, usageError{fmt.Errorf("--log-format %q: want auto, journal, console or json", format)}
-	}
-	ec := zap.NewProductionEncoderConfig()
-	ec.TimeKey = "ts"
-	ec.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if format == "console" {
-		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		enc = zapcore.NewConsoleEncoder(ec)
-	} else {
-		enc = zapcore.NewJSONEncoder(ec)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), lvl)), nil
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 func setup(g *globals, stderr io.Writer) (*config.Config, *zap.Logger, error) {
 	cfg, err := loadConfig(g)
 	if err != nil {
 		return nil, nil, err
 	}
-	log, err := newLogger(cfg, stderr)
+	log, err := logging.New(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, usageError{err}
 	}
 	return cfg, log, nil
 }
@@ -201,7 +168,19 @@ func withDaemon(g *globals, stderr io.Writer, o lcd.Options, fn func(*lcd.Daemon
 }
 
 func cmdRun(g *globals, stderr io.Writer) error {
-	return withDaemon(g, stderr, lcd.Options{Notify: notify}, func(d *lcd.Daemon) error {
+	o := lcd.Options{Notify: notify}
+	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		o.Watchdog = wd
+	}
+	if os.Getenv("LOGCOMPACTD_TEST_HOOKS") == "1" {
+		// Tests only: SIGUSR2 stalls the main loop, to prove the watchdog notices.
+		stall := make(chan os.Signal, 1)
+		signal.Notify(stall, syscall.SIGUSR2)
+		ch := make(chan struct{})
+		go func() { <-stall; close(ch) }()
+		o.Stall = ch
+	}
+	return withDaemon(g, stderr, o, func(d *lcd.Daemon) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		hup := make(chan os.Signal, 1)

@@ -506,3 +506,45 @@ func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
 }
 
 func signalNotifyFn(c chan os.Signal, sig ...os.Signal) { signal.Notify(c, sig...) }
+
+// TestWatchdogPingsComeFromTheMainLoop: with WatchdogSec set (WATCHDOG_USEC), the
+// daemon sends WATCHDOG=1 from its main loop; once the loop is stalled (test
+// hook, SIGUSR2) the pings stop, so systemd would restart it.
+func TestWatchdogPingsComeFromTheMainLoop(t *testing.T) {
+	e := newEnv(t)
+	n := newNotifySocket(t)
+	cmd := exec.Command(binary, "--config", e.config, "run")
+	cmd.Env = append(childEnv(), "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=400000", "LOGCOMPACTD_TEST_HOOKS=1")
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	must(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	n.waitFor(t, "READY=1")
+	for i := 0; i < 3; i++ {
+		n.waitFor(t, "WATCHDOG=1")
+	}
+	must(t, cmd.Process.Signal(syscall.SIGUSR2))
+	waitUntil(t, "the stall", func() bool { return strings.Contains(logs.String(), "stalled by the test hook") })
+	// A ping already in flight may still arrive within one half-period; after
+	// that, none for five half-periods.
+	grace := time.After(300 * time.Millisecond)
+drain:
+	for {
+		select {
+		case <-n.ch:
+		case <-grace:
+			break drain
+		}
+	}
+	window := time.After(time.Second)
+	for {
+		select {
+		case m := <-n.ch:
+			if strings.HasPrefix(m, "WATCHDOG=1") {
+				t.Fatal("WATCHDOG=1 after the main loop stalled")
+			}
+		case <-window:
+			return
+		}
+	}
+}

@@ -45,6 +45,11 @@ type Options struct {
 	Notify func(state string)
 	// Fault is passed to the jobs and recovery as their named-step hook (tests).
 	Fault func(point string)
+	// Watchdog is systemd's WatchdogSec; when set, the main loop itself sends
+	// WATCHDOG=1 every half of it, so a stuck loop stops the pings.
+	Watchdog time.Duration
+	// Stall, when it fires, blocks the main loop forever (tests of the watchdog).
+	Stall <-chan struct{}
 }
 
 // Daemon is the wired set of subsystems for one config.

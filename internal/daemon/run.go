@@ -195,12 +195,26 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 
 	tick := time.NewTicker(d.cfg.ScanInterval)
 	defer tick.Stop()
+	var watchdog <-chan time.Time
+	if d.opts.Watchdog > 0 {
+		wt := time.NewTicker(d.opts.Watchdog / 2)
+		defer wt.Stop()
+		watchdog = wt.C
+		d.opts.Notify("WATCHDOG=1")
+	}
 	var events <-chan struct{}
 	if w != nil {
 		events = w.C()
 	}
 	for {
 		select {
+		case <-watchdog:
+			d.opts.Notify("WATCHDOG=1")
+		case <-d.opts.Stall:
+			d.log.Warn("main loop stalled by the test hook")
+			for { // stuck for good: only the watchdog (or SIGKILL) ends this
+				time.Sleep(time.Hour)
+			}
 		case <-ctx.Done():
 			d.opts.Notify("STOPPING=1")
 			d.log.Info("stopping")
