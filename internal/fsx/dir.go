@@ -41,6 +41,7 @@ type Dir struct {
 	path string // for messages only; never resolved again
 	dev  uint64
 	ino  uint64
+	mnt  uint64 // mount ID, 0 when the kernel does not report it
 }
 
 // OpenDir opens path as a directory without following a symlink in its last component.
@@ -52,12 +53,23 @@ func OpenDir(path string) (*Dir, error) {
 		}
 		return nil, &os.PathError{Op: "open dir", Path: path, Err: err}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	st, err := fstat(fd)
+	if err != nil {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "stat dir", Path: path, Err: err}
 	}
-	return &Dir{fd: fd, path: path, dev: st.Dev, ino: st.Ino}, nil
+	return &Dir{fd: fd, path: path, dev: st.Dev, ino: st.Ino, mnt: st.MntID}, nil
+}
+
+// OnSameMount reports whether st (an entry of d) lives on d's own mount: the
+// same mount ID where the kernel reports it (overlayfs gives files the
+// underlying filesystem's st_dev, so devices alone would refuse every file
+// there), else the same device. A file bind-mounted over an entry fails this.
+func (d *Dir) OnSameMount(st Stat) bool {
+	if d.mnt != 0 && st.MntID != 0 {
+		return st.MntID == d.mnt
+	}
+	return st.Dev == d.dev
 }
 
 // Path is the path the directory was opened by, for messages.
@@ -129,7 +141,8 @@ type Stat struct {
 	Size  int64
 	Mtime time.Time
 	Ctime time.Time
-	Btime int64 // birth time in ns since the epoch, 0 when the filesystem does not report it
+	Btime int64  // birth time in ns since the epoch, 0 when the filesystem does not report it
+	MntID uint64 // mount ID, 0 when the kernel does not report it
 }
 
 func kindOf(mode uint32) Kind {
@@ -151,7 +164,7 @@ func kindOf(mode uint32) Kind {
 }
 
 const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID | unix.STATX_GID |
-	unix.STATX_INO | unix.STATX_SIZE | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_BTIME
+	unix.STATX_INO | unix.STATX_SIZE | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_BTIME | unix.STATX_MNT_ID
 
 func fromStatx(x *unix.Statx_t) Stat {
 	st := Stat{
@@ -168,6 +181,9 @@ func fromStatx(x *unix.Statx_t) Stat {
 	}
 	if x.Mask&unix.STATX_BTIME != 0 {
 		st.Btime = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+	}
+	if x.Mask&unix.STATX_MNT_ID != 0 {
+		st.MntID = x.Mnt_id
 	}
 	return st
 }
@@ -193,7 +209,7 @@ func (d *Dir) Statfs() (total, avail uint64, err error) {
 // ErrChanged means the name no longer refers to the file that was checked.
 var ErrChanged = errors.New("fsx: file changed identity")
 
-// ErrNotRegular means the name is not a single-link regular file on the directory's device.
+// ErrNotRegular means the name is not a single-link regular file on the directory's mount.
 var ErrNotRegular = errors.New("fsx: not a single-link regular file on the directory's device")
 
 // OpenRead opens name for reading, safely: the name is opened O_PATH|O_NOFOLLOW
@@ -211,7 +227,7 @@ func (d *Dir) OpenRead(name string, want Stat) (*os.File, error) {
 		return nil, &os.PathError{Op: "stat", Path: d.path + "/" + name, Err: err}
 	}
 	st := fromStatx(&x)
-	if st.Kind != Regular || st.Nlink != 1 || st.Dev != d.dev {
+	if st.Kind != Regular || st.Nlink != 1 || !d.OnSameMount(st) {
 		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: ErrNotRegular}
 	}
 	if want.Ino != 0 && (st.Ino != want.Ino || st.Dev != want.Dev) {
@@ -231,5 +247,5 @@ func (d *Dir) Clone() (*Dir, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "dup dir", Path: d.path, Err: err}
 	}
-	return &Dir{fd: fd, path: d.path, dev: d.dev, ino: d.ino}, nil
+	return &Dir{fd: fd, path: d.path, dev: d.dev, ino: d.ino, mnt: d.mnt}, nil
 }

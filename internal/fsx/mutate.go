@@ -124,12 +124,12 @@ func (d *Dir) Sub(name string, perm uint32) (*Dir, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open dir", Path: d.path + "/" + name, Err: err}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	st, err := fstat(fd)
+	if err != nil {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "stat dir", Path: d.path + "/" + name, Err: err}
 	}
-	return &Dir{fd: fd, path: d.path + "/" + name, dev: st.Dev, ino: st.Ino}, nil
+	return &Dir{fd: fd, path: d.path + "/" + name, dev: st.Dev, ino: st.Ino, mnt: st.MntID}, nil
 }
 
 // Ino is the inode of the directory itself.

@@ -213,8 +213,8 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			why = st.Kind.String()
 		case st.Nlink != 1:
 			why = "hard link"
-		case st.Dev != d.Dev():
-			why = "other device"
+		case !d.OnSameMount(st):
+			why = "another mount"
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)

@@ -236,3 +236,23 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestBindMountedFileIsForeign: a file bind-mounted over a segment name lives on
+// another mount; it is skipped like a symlink, whatever its st_dev says.
+func TestBindMountedFileIsForeign(t *testing.T) {
+	testutil.RequireRoot(t, "bind mount")
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret")
+	write(t, outside, "secret\n", 0)
+	write(t, filepath.Join(dir, "b-1.log"), "mine\n", time.Hour)
+	write(t, filepath.Join(dir, "b-2.log"), "", time.Hour)
+	write(t, filepath.Join(dir, "b-3.log"), "x\n", 0)
+	must(t, syscall.Mount(outside, filepath.Join(dir, "b-2.log"), "", syscall.MS_BIND, ""))
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(dir, "b-2.log"), syscall.MNT_DETACH) })
+	s := New([]config.Stream{stream(dir, "b-*.log", "name")}, Options{})
+	defer s.Close()
+	r := scanOne(t, s)
+	if got := strings.Join(names(r), " "); got != "b-1.log b-3.log" || len(r.Foreign) != 1 || r.Foreign[0] != "b-2.log" {
+		t.Fatalf("segments %q, foreign %q", got, r.Foreign)
+	}
+}
