@@ -143,7 +143,11 @@ func setup(g *globals, stderr io.Writer) (*config.Config, *zap.Logger, error) {
 	}
 	log, err := logging.New(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
-		return nil, nil, usageError{err}
+		src := cfg.File + ": log_level/log_format"
+		if g.logLevel != "" || g.logFormat != "" {
+			src = "--log-level/--log-format"
+		}
+		return nil, nil, usageError{fmt.Errorf("%s: %w", src, err)}
 	}
 	return cfg, log, nil
 }

@@ -46,21 +46,19 @@ type Input struct {
 
 // candidates are the segments archival may take: the closed or consolidated
 // segments at the start of the stream, up to the first one it cannot take
-// (active, or busy in a job). Archival never skips over a segment: a gap would
-// let a later merge join segments from both sides of it, and the stream read
-// across hot and cold would no longer be in order. Inactive segments (merged
-// inputs awaiting deletion) are passed over: their bytes are already in the
-// consolidated output.
+// (active, busy in a job, or an inactive input of a merge not yet finished).
+// Archival never skips over a segment: a gap would let a later merge join
+// segments from both sides of it, and the stream read across hot and cold would
+// no longer be in order. Inactive inputs stop it too: the scan that shows them
+// may predate their merge's output, so what follows them is not known to be
+// next in order.
 func candidates(s *model.Stream) []model.Segment {
 	var out []model.Segment
 	for _, seg := range s.Segments {
-		switch seg.State {
-		case model.Closed, model.Consolidated:
-			out = append(out, seg)
-		case model.Inactive:
-		default:
+		if seg.State != model.Closed && seg.State != model.Consolidated {
 			return out
 		}
+		out = append(out, seg)
 	}
 	return out
 }
@@ -195,6 +193,20 @@ func Plan(streams []*model.Stream, in Input) Decision {
 		}
 	}
 
+	// Archival takes a prefix of each stream, so deferral must too: an urgent job
+	// makes the older jobs of its stream urgent as well.
+	lastUrgent := map[string]int{}
+	for i, j := range all {
+		if j.Urgent {
+			lastUrgent[j.Stream] = i + 1
+		}
+	}
+	for i := range all {
+		if i < lastUrgent[all[i].Stream] && !all[i].Urgent {
+			all[i].Urgent = true
+			all[i].Reason += "; urgent: an older segment of a stream that must be archived urgently"
+		}
+	}
 	for _, j := range all {
 		if !j.Urgent && in.Load >= in.PauseAbove {
 			j.Reason += fmt.Sprintf("; deferred: load %.2f ≥ pause_above %.2f", in.Load, in.PauseAbove)

@@ -200,8 +200,8 @@ func TestArchivalNeverSkipsASegment(t *testing.T) {
 	}
 	s.Segments[1].State = model.Closed
 	d = Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
-	if got := jobNames(d.Jobs["a"]); !strings.HasPrefix(got, "a-000,a-001,a-003") || strings.Contains(got, "a-002") {
-		t.Fatalf("jobs %q: an inactive segment is passed over, not archived", got)
+	if got := jobNames(d.Jobs["a"]); got != "a-000,a-001" {
+		t.Fatalf("jobs %q, want a-000,a-001: an inactive input stops archival like a busy one", got)
 	}
 }
 
@@ -212,5 +212,18 @@ func TestMaxAgeTakesOnlyAPrefix(t *testing.T) {
 	d := Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
 	if got := jobNames(d.Jobs["a"]); got != "a-000" {
 		t.Fatalf("jobs %q, want only a-000: a-002 is old but lies after the young a-001", got)
+	}
+}
+
+// TestUrgencyKeepsThePrefix: under load, a stream with old non-urgent max_age
+// jobs and a filesystem-guard (urgent) job after them archives all of them, not
+// only the urgent one, so no gap is left.
+func TestUrgencyKeepsThePrefix(t *testing.T) {
+	s := mk("a", 4, 10*MiB, 0, 1000*MiB)
+	s.Config.Archive.MaxAge = 150 * time.Minute                     // a-000 and a-001 are older
+	s.FS = model.FSInfo{Dev: 1, Total: 1000 * MiB, Avail: 25 * MiB} // keep_free 50 MiB: 5 MiB short after max_age
+	d := Plan([]*model.Stream{s}, Input{Now: now, Load: 0.95, PauseAbove: 0.85})
+	if got := jobNames(d.Jobs["a"]); got != "a-000,a-001,a-002" || len(d.Deferred["a"]) != 0 {
+		t.Fatalf("jobs %q, deferred %q", got, jobNames(d.Deferred["a"]))
 	}
 }

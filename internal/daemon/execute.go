@@ -92,26 +92,40 @@ func (x *executor) submit(pm plannedMerge) {
 	}
 }
 
-// submitArchive starts a move unless the segment is busy.
-func (x *executor) submitArchive(pa plannedArchive, tier *coldTier) {
-	dir, err := x.d.scanner.Dir(pa.stream.Dir)
+// submitArchives starts one chain that moves a stream's planned segments in
+// stream order and stops at the first failure, so that archival never leaves a
+// gap in the hot stream (a later merge could join segments across it). It does
+// nothing if any of them is busy.
+func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, tier *coldTier) {
+	if len(chain) == 0 {
+		return
+	}
+	dir, err := x.d.scanner.Dir(stream.Dir)
 	var hot *fsx.Dir
 	if err == nil {
 		hot, err = dir.Clone()
 	}
 	if err != nil {
-		x.d.log.Error("cannot start archival", zap.String("stream", pa.stream.Name), zap.Error(err))
+		x.d.log.Error("cannot start archival", zap.String("stream", stream.Name), zap.Error(err))
 		return
 	}
-	cold, err := tier.stream(x.d.opts.Now(), pa.stream.Name)
+	cold, err := tier.stream(x.d.opts.Now(), stream.Name)
 	if err != nil {
 		hot.Close()
-		return // logged by the tier; the segment stays hot
+		return // logged by the tier; the segments stay hot
 	}
-	if !x.start(pa.stream.Name, []fsx.Stat{pa.stat}, func() {
+	stats := make([]fsx.Stat, len(chain))
+	for i, pa := range chain {
+		stats[i] = pa.stat
+	}
+	if !x.start(stream.Name, stats, func() {
 		defer hot.Close()
 		defer cold.Close()
-		x.runArchive(hot, cold, tier, pa)
+		for _, pa := range chain {
+			if !x.runArchive(hot, cold, tier, pa) {
+				return
+			}
+		}
 	}) {
 		hot.Close()
 		cold.Close()
@@ -188,7 +202,7 @@ func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
 		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}}
 }
 
-func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) {
+func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) bool {
 	a := pa.stream.Archive
 	start := time.Now()
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
@@ -204,12 +218,13 @@ func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArch
 			!errors.Is(err, archiver.ErrSourceChanged) {
 			tier.fail(x.d.opts.Now(), err) // ENOSPC, EACCES, EROFS, EIO...: back off
 		}
-		x.d.log.Warn("archival abandoned, segment stays hot", append(fields, zap.Error(err))...)
+		x.d.log.Warn("archival abandoned, segment stays hot; later ones wait", append(fields, zap.Error(err))...)
 		x.results <- outcome{stream: pa.stream.Name}
-		return
+		return false
 	}
 	x.d.log.Info("archived", fields...)
 	x.results <- outcome{stream: pa.stream.Name}
+	return true
 }
 
 // wait blocks until every submitted job has finished.

@@ -71,8 +71,12 @@ func (d *Daemon) act() {
 		return
 	}
 	d.env.Pacer.SetLoad(d.probe.Load())
-	for _, pa := range d.archives {
-		d.exec.submitArchive(pa, d.tiers[filepath.Clean(pa.stream.Archive.ColdDir)])
+	chains := map[string][]plannedArchive{}
+	for _, pa := range d.archives { // in stream order, per stream
+		chains[pa.stream.Name] = append(chains[pa.stream.Name], pa)
+	}
+	for _, s := range d.cfg.Streams {
+		d.exec.submitArchives(s, chains[s.Name], d.tiers[filepath.Clean(s.Archive.ColdDir)])
 	}
 	for _, pm := range d.planned {
 		d.exec.submit(pm)
