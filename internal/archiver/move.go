@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -63,8 +62,6 @@ type MoveResult struct {
 
 // ErrSourceChanged means the segment changed while it was being archived.
 var ErrSourceChanged = errors.New("archiver: the segment changed during the move")
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func extension(compress string) string {
 	switch compress {
@@ -168,7 +165,7 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 		var errs []error
 		want := fsx.Stat{}
 		if created != nil {
-			want = fsx.Stat{Kind: fsx.Regular, Dev: created.Dev, Ino: created.Ino, Btime: created.Gen}
+			want = created.Stat()
 		}
 		errs = append(errs, j.Cold.Unlink(temp, want))
 		if renamed {
@@ -247,7 +244,7 @@ func (e *Env) now() time.Time {
 // fsyncs the hot dir and journals Done. Idempotent.
 func (e *Env) finish(hot *fsx.Dir, op fsx.Op) error {
 	in := op.Inputs[0]
-	if err := hot.Unlink(in.Name, fsx.Stat{Kind: fsx.Regular, Dev: in.Dev, Ino: in.Ino, Btime: in.Gen}); err != nil && !errors.Is(err, fsx.ErrChanged) {
+	if err := hot.Unlink(in.Name, in.Stat()); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return fmt.Errorf("remove archived segment %q: %w", in.Name, err)
 	}
 	e.fault("archive:unlinked")
@@ -262,22 +259,9 @@ func (e *Env) finish(hot *fsx.Dir, op fsx.Op) error {
 	return nil
 }
 
-type crcWriter struct {
-	w   io.Writer
-	n   int64
-	crc uint32
-}
-
-func (c *crcWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
-	return n, err
-}
-
 // copyCompressed streams the source through the compressor into out.
 func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, out io.Writer) (srcCRC uint32, written int64, outCRC uint32, err error) {
-	cw := &crcWriter{w: out}
+	cw := &fsx.ChecksumWriter{W: out}
 	var dst io.WriteCloser
 	switch j.Compress {
 	case "zstd":
@@ -308,7 +292,7 @@ func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, o
 			if _, err := dst.Write(buf[:k]); err != nil {
 				return 0, 0, 0, fmt.Errorf("write archive: %w", err)
 			}
-			srcCRC = crc32.Update(srcCRC, castagnoli, buf[:k])
+			srcCRC = fsx.UpdateChecksum(srcCRC, buf[:k])
 			n += int64(k)
 		}
 		if rerr == io.EOF {
@@ -324,7 +308,7 @@ func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, o
 	if err := dst.Close(); err != nil {
 		return 0, 0, 0, fmt.Errorf("write archive: %w", err)
 	}
-	return srcCRC, cw.n, cw.crc, nil
+	return srcCRC, cw.N, cw.Sum, nil
 }
 
 type nopCloser struct{ io.Writer }
@@ -353,13 +337,12 @@ func verify(f *os.File, compress string, size int64, crc uint32) error {
 		}
 		r = gr
 	}
-	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, r)
-	if err != nil {
+	h := &fsx.ChecksumWriter{W: io.Discard}
+	if _, err := io.Copy(h, r); err != nil {
 		return fmt.Errorf("verify archive: %w", err)
 	}
-	if n != size || h.Sum32() != crc {
-		return fmt.Errorf("verify archive: read back %d bytes (CRC %08x), source %d bytes (CRC %08x)", n, h.Sum32(), size, crc)
+	if h.N != size || h.Sum != crc {
+		return fmt.Errorf("verify archive: read back %d bytes (CRC %08x), source %d bytes (CRC %08x)", h.N, h.Sum, size, crc)
 	}
 	return nil
 }

@@ -3,8 +3,6 @@ package archiver
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"sort"
 	"time"
 
@@ -79,7 +77,7 @@ func (e *Env) recoverOne(h, c *fsx.Dir, op fsx.Op) (bool, error) {
 	}
 	want := fsx.Stat{}
 	if op.Created != nil {
-		want = fsx.Stat{Kind: fsx.Regular, Dev: op.Created.Dev, Ino: op.Created.Ino, Btime: op.Created.Gen}
+		want = op.Created.Stat()
 	}
 	if err := c.Unlink(op.Temp, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return false, err
@@ -100,23 +98,7 @@ func (e *Env) recoverOne(h, c *fsx.Dir, op fsx.Op) (bool, error) {
 
 // verifyRaw checks the archived file is the one the op created, complete.
 func (e *Env) verifyRaw(c *fsx.Dir, op fsx.Op) bool {
-	if op.Created == nil {
-		return false
-	}
-	st, err := c.Stat(op.Output)
-	if err != nil || !op.Created.SameFile(st) || st.Size != op.Commit.OutSize {
-		return false
-	}
-	f, err := c.OpenRead(op.Output, st)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, f); err != nil {
-		return false
-	}
-	return h.Sum32() == op.Commit.OutCRC
+	return op.Created != nil && c.Verify(op.Output, *op.Created, op.Commit.OutSize, op.Commit.OutCRC)
 }
 
 // ColdFile is one archive in a stream's cold subdir.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"time"
@@ -87,22 +86,6 @@ func sniff(head []byte) encoding {
 	return encText
 }
 
-// crcWriter counts and checksums what reaches the output file.
-type crcWriter struct {
-	w   io.Writer
-	n   int64
-	crc uint32
-}
-
-func (c *crcWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
-	return n, err
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Merge runs one merge job through the crash-safe protocol:
 //
 //  1. read-lease every input (refused if any process has it open for writing)
@@ -154,9 +137,9 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	abort := func(cause error) (MergeResult, error) {
 		var errs []error
 		if created != nil {
-			errs = append(errs, j.Dir.Unlink(op.Temp, statOf(*created)))
+			errs = append(errs, j.Dir.Unlink(op.Temp, created.Stat()))
 			if renamed {
-				errs = append(errs, j.Dir.Unlink(op.Output, statOf(*created)))
+				errs = append(errs, j.Dir.Unlink(op.Output, created.Stat()))
 			}
 		} else {
 			errs = append(errs, j.Dir.Unlink(op.Temp, fsx.Stat{}))
@@ -258,15 +241,11 @@ func (e *Env) now() time.Time {
 	return time.Now()
 }
 
-func statOf(r fsx.FileRef) fsx.Stat {
-	return fsx.Stat{Kind: fsx.Regular, Dev: r.Dev, Ino: r.Ino, Btime: r.Gen}
-}
-
 // finish removes the inputs of a committed op (each only if still the same file),
 // fsyncs the dir and journals Done. It is idempotent: recovery calls it too.
 func (e *Env) finish(d *fsx.Dir, op fsx.Op) error {
 	for i, in := range op.Inputs {
-		if err := d.Unlink(in.Name, statOf(in)); err != nil && !errors.Is(err, fsx.ErrChanged) {
+		if err := d.Unlink(in.Name, in.Stat()); err != nil && !errors.Is(err, fsx.ErrChanged) {
 			return fmt.Errorf("remove merged input %q: %w", in.Name, err)
 		}
 		e.fault(fmt.Sprintf("merge:unlinked:%d", i))
@@ -353,8 +332,8 @@ func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out 
 		for at := starts[i]; at < end; {
 			k, err := out.ReadAt(buf[:min(int64(len(buf)), end-at)], at)
 			if k > 0 {
-				inCRC = crc32.Update(inCRC, castagnoli, buf[:k])
-				outCRC = crc32.Update(outCRC, castagnoli, buf[:k])
+				inCRC = fsx.UpdateChecksum(inCRC, buf[:k])
+				outCRC = fsx.UpdateChecksum(outCRC, buf[:k])
 				at += int64(k)
 			} else if err != nil {
 				return c, 0, fmt.Errorf("verify output: %w", err)
@@ -370,7 +349,7 @@ func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out 
 			if _, err := out.ReadAt(nl, end); err != nil || nl[0] != '\n' {
 				return c, 0, fmt.Errorf("verify output: inserted newline missing (%v)", err)
 			}
-			outCRC = crc32.Update(outCRC, castagnoli, nl)
+			outCRC = fsx.UpdateChecksum(outCRC, nl)
 		}
 	}
 	c.OutSize, c.OutCRC = pos, outCRC
@@ -408,7 +387,7 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 	if chunk <= 0 {
 		chunk = 1 << 20
 	}
-	cw := &crcWriter{w: out}
+	cw := &fsx.ChecksumWriter{W: out}
 	var c fsx.Commit
 	var total int64
 	// comp is the open compressor for a run of text inputs (compress != none).
@@ -470,7 +449,7 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 				if _, err := dst.Write(buf[:k]); err != nil {
 					return c, 0, fmt.Errorf("write output: %w", err)
 				}
-				crc = crc32.Update(crc, castagnoli, buf[:k])
+				crc = fsx.UpdateChecksum(crc, buf[:k])
 				n64 += int64(k)
 				lastByte = buf[k-1]
 			}
@@ -497,6 +476,6 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 	if err := closeComp(); err != nil {
 		return c, 0, err
 	}
-	c.OutSize, c.OutCRC = cw.n, cw.crc
+	c.OutSize, c.OutCRC = cw.N, cw.Sum
 	return c, total, nil
 }

@@ -3,8 +3,6 @@ package compactor
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"time"
 
 	"go.uber.org/zap"
@@ -94,7 +92,7 @@ func (e *Env) Recover(dir func(path string) (*fsx.Dir, error), keepInactive func
 func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
 	var want fsx.Stat // Begin only: the temp name is random and journaled first, so what is there is ours
 	if op.Created != nil {
-		want = statOf(*op.Created)
+		want = op.Created.Stat()
 	}
 	if err := d.Unlink(op.Temp, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return fmt.Errorf("roll back op %d: %w", op.ID, err)
@@ -119,23 +117,7 @@ func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
 
 // verifyOutput checks that the op's output is the file it created, complete.
 func (e *Env) verifyOutput(d *fsx.Dir, op fsx.Op) (bool, error) {
-	if op.Created == nil {
-		return false, nil
-	}
-	st, err := d.Stat(op.Output)
-	if err != nil || !op.Created.SameFile(st) || st.Size != op.Commit.OutSize {
-		return false, nil
-	}
-	f, err := d.OpenRead(op.Output, st)
-	if err != nil {
-		return false, nil
-	}
-	defer f.Close()
-	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, f); err != nil {
-		return false, fmt.Errorf("verify %q: %w", op.Output, err)
-	}
-	return h.Sum32() == op.Commit.OutCRC, nil
+	return op.Created != nil && d.Verify(op.Output, *op.Created, op.Commit.OutSize, op.Commit.OutCRC), nil
 }
 
 func (e *Env) inputsIntact(d *fsx.Dir, op fsx.Op) bool {

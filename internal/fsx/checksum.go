@@ -1,0 +1,51 @@
+package fsx
+
+import (
+	"hash/crc32"
+	"io"
+)
+
+// Checksums are CRC-32C (Castagnoli: hardware-accelerated), everywhere: journal
+// records, merge outputs and inputs, archives.
+
+// UpdateChecksum extends crc with p.
+func UpdateChecksum(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
+
+// ChecksumWriter counts and checksums what passes through it to W.
+type ChecksumWriter struct {
+	W   io.Writer
+	N   int64
+	Sum uint32
+}
+
+func (c *ChecksumWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
+	c.Sum = UpdateChecksum(c.Sum, p[:n])
+	return n, err
+}
+
+// Verify reports whether name in d is the file r (identity) with exactly size
+// bytes whose checksum is sum. Any error reading it is a "no".
+func (d *Dir) Verify(name string, r FileRef, size int64, sum uint32) bool {
+	st, err := d.Stat(name)
+	if err != nil || !r.SameFile(st) || st.Size != size {
+		return false
+	}
+	f, err := d.OpenRead(name, st)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return h.Sum32() == sum
+}
+
+// Stat returns the identity part of r as a Stat, for identity-checked calls
+// such as Unlink.
+func (r FileRef) Stat() Stat {
+	return Stat{Kind: Regular, Dev: r.Dev, Ino: r.Ino, Btime: r.Gen}
+}
