@@ -57,13 +57,7 @@ func (e *Env) Recover(dir func(path string) (*fsx.Dir, error), keepInactive func
 			st.Inactive++
 			continue
 		}
-		ok, err := e.verifyOutput(d, op)
-		if err != nil {
-			errs = append(errs, err)
-			st.Stuck++
-			continue
-		}
-		if ok {
+		if e.verifyOutput(d, op) {
 			if err := e.finish(d, op); err != nil {
 				errs = append(errs, err)
 				st.Stuck++
@@ -116,8 +110,8 @@ func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
 }
 
 // verifyOutput checks that the op's output is the file it created, complete.
-func (e *Env) verifyOutput(d *fsx.Dir, op fsx.Op) (bool, error) {
-	return op.Created != nil && d.Verify(op.Output, *op.Created, op.Commit.OutSize, op.Commit.OutCRC), nil
+func (e *Env) verifyOutput(d *fsx.Dir, op fsx.Op) bool {
+	return op.Created != nil && d.Verify(op.Output, *op.Created, op.Commit.OutSize, op.Commit.OutCRC)
 }
 
 func (e *Env) inputsIntact(d *fsx.Dir, op fsx.Op) bool {
@@ -146,8 +140,7 @@ func (e *Env) FinishInactive(dir func(path string) (*fsx.Dir, error), keepInacti
 			errs = append(errs, err)
 			continue
 		}
-		ok, err := e.verifyOutput(d, op)
-		if err != nil || !ok {
+		if !e.verifyOutput(d, op) {
 			errs = append(errs, fmt.Errorf("op %d: output %q does not verify: inputs kept", op.ID, op.Output))
 			continue
 		}
