@@ -148,9 +148,11 @@ func debounce(c *config.Config) time.Duration {
 	return min(max(c.ScanInterval/10, 10*time.Millisecond), time.Second)
 }
 
-// saveEvery bounds how often the growth history is written.
+// saveEvery bounds how often the growth history is written: every 10 scan
+// intervals, 1 s to 5 min (it is also written on exit). Writing it costs ~0.1 s
+// of CPU at 100,000 segments; a kill -9 loses at most this much history.
 func saveEvery(c *config.Config) time.Duration {
-	return min(max(c.ScanInterval, time.Second), 5*time.Minute)
+	return min(max(10*c.ScanInterval, time.Second), 5*time.Minute)
 }
 
 // Run makes passes every scan_interval and whenever fsnotify reports a change,

@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -263,17 +263,20 @@ func (s *Scanner) statAll(d *fsx.Dir, names []string, stats []fsx.Stat, errs []e
 }
 
 // Sort puts entries in stream order: natural name order, or mtime (then name).
+// Names in a directory are unique, so the order is total and an unstable sort
+// gives the same result as a stable one, with O(n log n) moves instead of
+// O(n log² n) (it matters at 100,000 entries).
 func Sort(es []Entry, order string) {
 	if order == "mtime" {
-		sort.SliceStable(es, func(i, j int) bool {
-			if !es[i].Stat.Mtime.Equal(es[j].Stat.Mtime) {
-				return es[i].Stat.Mtime.Before(es[j].Stat.Mtime)
+		slices.SortFunc(es, func(a, b Entry) int {
+			if c := a.Stat.Mtime.Compare(b.Stat.Mtime); c != 0 {
+				return c
 			}
-			return model.NaturalLess(es[i].Name, es[j].Name)
+			return model.NaturalCompare(a.Name, b.Name)
 		})
 		return
 	}
-	sort.SliceStable(es, func(i, j int) bool { return model.NaturalLess(es[i].Name, es[j].Name) })
+	slices.SortFunc(es, func(a, b Entry) int { return model.NaturalCompare(a.Name, b.Name) })
 }
 
 // checkWriters marks entries some process holds open for writing. The newest
