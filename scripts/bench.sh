@@ -9,6 +9,7 @@ mkdir -p bench
   echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $(go version | cut -d' ' -f3), uid $(id -u)"
   go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
+  go test -run '^$' -bench 'BenchmarkPass100k' -benchtime 5x ./internal/daemon
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
   go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
   ./scripts/bench-archive.sh
