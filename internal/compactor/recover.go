@@ -38,49 +38,53 @@ func (e *Env) Recover(dir func(path string) (*fsx.Dir, error), keepInactive func
 		if op.Kind != "merge" {
 			continue // archival recovers its own ops
 		}
-		d, err := dir(op.Dir)
+		out, err := e.recoverOne(dir, keepInactive, op)
 		if err != nil {
-			st.Stuck++
-			errs = append(errs, fmt.Errorf("recover op %d in %s: %w", op.ID, op.Dir, err))
-			continue
+			errs = append(errs, err)
+			out = stuck
 		}
-		if op.Commit == nil {
-			if err := e.rollback(d, op); err != nil {
-				errs = append(errs, err)
-				st.Stuck++
-				continue
-			}
+		switch out {
+		case rolledBack:
 			st.RolledBack++
-			continue
-		}
-		if keepInactive != nil && e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keepInactive(op.Stream))) {
-			st.Inactive++
-			continue
-		}
-		if e.verifyOutput(d, op) {
-			if err := e.finish(d, op); err != nil {
-				errs = append(errs, err)
-				st.Stuck++
-				continue
-			}
+		case finished:
 			st.Finished++
-			continue
+		case inactive:
+			st.Inactive++
+		default:
+			st.Stuck++
 		}
-		if e.inputsIntact(d, op) {
-			e.Log.Warn("committed merge output missing or corrupt; inputs intact: rolling back",
-				zap.String("stream", op.Stream), zap.ByteString("output", []byte(op.Output)))
-			if err := e.rollback(d, op); err != nil {
-				errs = append(errs, err)
-				st.Stuck++
-				continue
-			}
-			st.RolledBack++
-			continue
-		}
-		st.Stuck++
-		errs = append(errs, fmt.Errorf("op %d in %s: committed output %q is missing or corrupt and some inputs are gone: left for the operator", op.ID, op.Dir, op.Output))
 	}
 	return st, errors.Join(errs...)
+}
+
+type outcome int
+
+const (
+	stuck outcome = iota
+	rolledBack
+	finished
+	inactive
+)
+
+// recoverOne decides and carries out the end state of one unfinished merge.
+func (e *Env) recoverOne(dir func(path string) (*fsx.Dir, error), keepInactive func(stream string) time.Duration, op fsx.Op) (outcome, error) {
+	d, err := dir(op.Dir)
+	if err != nil {
+		return stuck, fmt.Errorf("recover op %d in %s: %w", op.ID, op.Dir, err)
+	}
+	switch {
+	case op.Commit == nil:
+		return rolledBack, e.rollback(d, op)
+	case keepInactive != nil && e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keepInactive(op.Stream))):
+		return inactive, nil
+	case e.verifyOutput(d, op):
+		return finished, e.finish(d, op)
+	case e.inputsIntact(d, op):
+		e.Log.Warn("committed merge output missing or corrupt; inputs intact: rolling back",
+			zap.String("stream", op.Stream), zap.ByteString("output", []byte(op.Output)))
+		return rolledBack, e.rollback(d, op)
+	}
+	return stuck, fmt.Errorf("op %d in %s: committed output %q is missing or corrupt and some inputs are gone: left for the operator", op.ID, op.Dir, op.Output)
 }
 
 func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
