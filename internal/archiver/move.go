@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -24,19 +23,11 @@ type Pacer interface {
 
 // Env is what move jobs and their recovery share.
 type Env struct {
-	Journal *fsx.Journal
-	Leases  *fsx.Leases
-	Pacer   Pacer // nil: unpaced
-	Log     *zap.Logger
-	Now     func() time.Time
-	// Fault is called at every named step ("archive:committed", ...); tests only.
-	Fault func(point string)
-}
-
-func (e *Env) fault(p string) {
-	if e.Fault != nil {
-		e.Fault(p)
-	}
+	Journal   *fsx.Journal
+	Leases    *fsx.Leases
+	Pacer     Pacer // nil: unpaced
+	Log       *zap.Logger
+	fsx.Hooks // clock and named-step hook ("merge:created", "archive:committed", ...)
 }
 
 // MoveJob moves one closed segment from its hot dir into the stream's cold subdir.
@@ -107,7 +98,7 @@ func outputName(cold *fsx.Dir, name, compress string) (string, error) {
 //
 // A failure before Commit removes what the job created; the segment stays hot.
 func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
-	e.fault("archive:start")
+	e.Step("archive:start")
 	lease, err := e.Leases.Take(j.Hot, j.Name, j.Segment)
 	if err != nil {
 		return MoveResult{}, fmt.Errorf("open segment %q: %w", j.Name, err)
@@ -129,7 +120,7 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 	if err != nil {
 		return MoveResult{}, err
 	}
-	e.fault("archive:begun")
+	e.Step("archive:begun")
 	err = j.Hot.MoveTo(j.Name, j.Cold, out)
 	if errors.Is(err, unix.EXDEV) { // a bind mount: same device number, another mount
 		if err := e.Journal.Done(id); err != nil {
@@ -140,15 +131,15 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 	if err != nil {
 		return MoveResult{}, errors.Join(err, e.Journal.Done(id))
 	}
-	e.fault("archive:renamed")
+	e.Step("archive:renamed")
 	if err := errors.Join(j.Cold.Sync(), j.Hot.Sync()); err != nil {
 		return MoveResult{}, err // recovery sees the rename done and finishes
 	}
-	e.fault("archive:synced")
+	e.Step("archive:synced")
 	if err := e.Journal.Done(id); err != nil {
 		return MoveResult{}, err
 	}
-	e.fault("archive:done")
+	e.Step("archive:done")
 	return MoveResult{Output: out, Renamed: true, Bytes: ref.Size, Written: ref.Size}, nil
 }
 
@@ -158,7 +149,7 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 	if err != nil {
 		return MoveResult{}, err
 	}
-	e.fault("archive:begun")
+	e.Step("archive:begun")
 	var created *fsx.FileRef
 	renamed := false
 	abort := func(cause error) (MoveResult, error) {
@@ -187,7 +178,7 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 	if err := e.Journal.Created(id, cr); err != nil {
 		return abort(err)
 	}
-	e.fault("archive:created")
+	e.Step("archive:created")
 	srcCRC, written, outCRC, err := e.copyCompressed(ctx, j, lease, f)
 	if err != nil {
 		return abort(err)
@@ -198,11 +189,11 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 	if err := f.Sync(); err != nil {
 		return abort(fmt.Errorf("fsync archive: %w", err)) // a failed fsync is final for this output
 	}
-	e.fault("archive:synced")
+	e.Step("archive:synced")
 	if err := verify(f, j.Compress, ref.Size, srcCRC); err != nil {
 		return abort(err)
 	}
-	e.fault("archive:verified")
+	e.Step("archive:verified")
 	if lease.Broken() {
 		return abort(fmt.Errorf("segment %q: %w", j.Name, fsx.ErrLeaseBroken))
 	}
@@ -216,28 +207,21 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 		return abort(err)
 	}
 	renamed = true
-	e.fault("archive:renamed")
+	e.Step("archive:renamed")
 	if err := j.Cold.Sync(); err != nil {
 		return abort(err)
 	}
-	e.fault("archive:cold-synced")
-	if err := e.Journal.Commit(id, fsx.Commit{OutSize: written, OutCRC: outCRC, InputCRCs: []uint32{srcCRC}, AtNs: e.now().UnixNano()}); err != nil {
+	e.Step("archive:cold-synced")
+	if err := e.Journal.Commit(id, fsx.Commit{OutSize: written, OutCRC: outCRC, InputCRCs: []uint32{srcCRC}, AtNs: e.Clock().UnixNano()}); err != nil {
 		return abort(err)
 	}
-	e.fault("archive:committed")
+	e.Step("archive:committed")
 	_ = lease.Release()
 	op.ID, op.Created = id, created
 	if err := e.finish(j.Hot, op); err != nil {
 		return MoveResult{}, err
 	}
 	return MoveResult{Output: out, Bytes: ref.Size, Written: written}, nil
-}
-
-func (e *Env) now() time.Time {
-	if e.Now != nil {
-		return e.Now()
-	}
-	return time.Now()
 }
 
 // finish removes the archived source (only if it is still the journaled file),
@@ -247,15 +231,15 @@ func (e *Env) finish(hot *fsx.Dir, op fsx.Op) error {
 	if err := hot.Unlink(in.Name, in.Stat()); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return fmt.Errorf("remove archived segment %q: %w", in.Name, err)
 	}
-	e.fault("archive:unlinked")
+	e.Step("archive:unlinked")
 	if err := hot.Sync(); err != nil {
 		return err
 	}
-	e.fault("archive:hot-synced")
+	e.Step("archive:hot-synced")
 	if err := e.Journal.Done(op.ID); err != nil {
 		return err
 	}
-	e.fault("archive:done")
+	e.Step("archive:done")
 	return nil
 }
 

@@ -59,7 +59,7 @@ func (e *Env) recoverOne(h, c *fsx.Dir, op fsx.Op) (bool, error) {
 			if err := errors.Join(c.Sync(), h.Sync()); err != nil {
 				return false, err
 			}
-			e.fault("archive-recover:synced")
+			e.Step("archive-recover:synced")
 			return true, e.Journal.Done(op.ID)
 		}
 		if srcSt, err := h.Stat(in.Name); err == nil && in.SameFile(srcSt) {
@@ -82,17 +82,17 @@ func (e *Env) recoverOne(h, c *fsx.Dir, op fsx.Op) (bool, error) {
 	if err := c.Unlink(op.Temp, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return false, err
 	}
-	e.fault("archive-recover:unlinked-temp")
+	e.Step("archive-recover:unlinked-temp")
 	if op.Created != nil {
 		if err := c.Unlink(op.Output, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 			return false, err
 		}
-		e.fault("archive-recover:unlinked-output")
+		e.Step("archive-recover:unlinked-output")
 	}
 	if err := c.Sync(); err != nil {
 		return false, err
 	}
-	e.fault("archive-recover:synced")
+	e.Step("archive-recover:synced")
 	return false, e.Journal.Done(op.ID)
 }
 

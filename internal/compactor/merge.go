@@ -19,23 +19,13 @@ import (
 
 // Env is what merge jobs and recovery share. The daemon builds one.
 type Env struct {
-	Journal *fsx.Journal
-	Leases  *fsx.Leases
-	Pacer   *Pacer
-	Log     *zap.Logger
-	Now     func() time.Time
-	// Fault, if set, is called at every named step ("merge:created",
-	// "recover:unlinked-input:0", ...). Tests use it to crash or pause there;
-	// production leaves it nil.
-	Fault func(point string)
+	Journal   *fsx.Journal
+	Leases    *fsx.Leases
+	Pacer     *Pacer
+	Log       *zap.Logger
+	fsx.Hooks // clock and named-step hook ("merge:created", "archive:committed", ...)
 	// ChunkSize is the copy unit between pacing and lease checks; default 1 MiB.
 	ChunkSize int
-}
-
-func (e *Env) fault(point string) {
-	if e.Fault != nil {
-		e.Fault(point)
-	}
 }
 
 // MergeJob concatenates Inputs (adjacent closed segments, in stream order) into Output.
@@ -105,7 +95,7 @@ func sniff(head []byte) encoding {
 // inputs are intact and no output is visible. After step 8 the op is committed
 // and recovery (or the next finisher) completes step 9.
 func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error) {
-	e.fault("merge:start")
+	e.Step("merge:start")
 	leases := make([]*fsx.Lease, 0, len(j.Inputs))
 	defer func() {
 		for _, l := range leases {
@@ -115,7 +105,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	refs := make([]fsx.FileRef, len(j.Inputs))
 	for i, st := range j.Inputs {
 		refs[i] = fsx.RefOf(j.InputNames[i], st)
-		e.fault(fmt.Sprintf("merge:before-open:%d", i))
+		e.Step(fmt.Sprintf("merge:before-open:%d", i))
 		l, err := e.Leases.Take(j.Dir, j.InputNames[i], st)
 		if err != nil {
 			return res, fmt.Errorf("open input %q: %w", j.InputNames[i], err)
@@ -130,7 +120,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	if err != nil {
 		return res, err
 	}
-	e.fault("merge:begun")
+	e.Step("merge:begun")
 
 	var created *fsx.FileRef
 	renamed := false
@@ -163,7 +153,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 		closeOut()
 		return abort(err)
 	}
-	e.fault("merge:created")
+	e.Step("merge:created")
 
 	var commit fsx.Commit
 	var read int64
@@ -190,7 +180,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 		return abort(fmt.Errorf("output size %d after fsync, wrote %d: %w", fst.Size, commit.OutSize, err))
 	}
 	closeOut()
-	e.fault("merge:synced")
+	e.Step("merge:synced")
 
 	for i, l := range leases {
 		cur, err := j.Dir.Stat(j.InputNames[i])
@@ -201,7 +191,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 			return abort(fmt.Errorf("input %q: %w", j.InputNames[i], ErrInputChanged))
 		}
 	}
-	e.fault("merge:rechecked")
+	e.Step("merge:rechecked")
 	if err := ctx.Err(); err != nil {
 		return abort(err)
 	}
@@ -209,17 +199,17 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 		return abort(err)
 	}
 	renamed = true
-	e.fault("merge:renamed")
+	e.Step("merge:renamed")
 	if err := j.Dir.Sync(); err != nil {
 		return abort(err)
 	}
-	e.fault("merge:dirsynced")
-	commit.AtNs = e.now().UnixNano()
+	e.Step("merge:dirsynced")
+	commit.AtNs = e.Clock().UnixNano()
 	if err := e.Journal.Commit(id, commit); err != nil {
 		// Not committed as far as recovery knows: roll back.
 		return abort(err)
 	}
-	e.fault("merge:committed")
+	e.Step("merge:committed")
 	for _, l := range leases {
 		_ = l.Release()
 	}
@@ -234,13 +224,6 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	return res, e.finish(j.Dir, op)
 }
 
-func (e *Env) now() time.Time {
-	if e.Now != nil {
-		return e.Now()
-	}
-	return time.Now()
-}
-
 // finish removes the inputs of a committed op (each only if still the same file),
 // fsyncs the dir and journals Done. It is idempotent: recovery calls it too.
 func (e *Env) finish(d *fsx.Dir, op fsx.Op) error {
@@ -248,16 +231,16 @@ func (e *Env) finish(d *fsx.Dir, op fsx.Op) error {
 		if err := d.Unlink(in.Name, in.Stat()); err != nil && !errors.Is(err, fsx.ErrChanged) {
 			return fmt.Errorf("remove merged input %q: %w", in.Name, err)
 		}
-		e.fault(fmt.Sprintf("merge:unlinked:%d", i))
+		e.Step(fmt.Sprintf("merge:unlinked:%d", i))
 	}
 	if err := d.Sync(); err != nil {
 		return err
 	}
-	e.fault("merge:inputs-synced")
+	e.Step("merge:inputs-synced")
 	if err := e.Journal.Done(op.ID); err != nil {
 		return err
 	}
-	e.fault("merge:done")
+	e.Step("merge:done")
 	return nil
 }
 
@@ -321,7 +304,7 @@ func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out 
 				c.Newlines = append(c.Newlines, uint32(i))
 			}
 		}
-		e.fault(fmt.Sprintf("merge:copied:%d", i))
+		e.Step(fmt.Sprintf("merge:copied:%d", i))
 	}
 	// Read back what the kernel wrote: each input's range, then its newline if any.
 	buf := make([]byte, 1<<20)
@@ -471,7 +454,7 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 		}
 		c.InputCRCs = append(c.InputCRCs, crc)
 		total += n64
-		e.fault(fmt.Sprintf("merge:copied:%d", i))
+		e.Step(fmt.Sprintf("merge:copied:%d", i))
 	}
 	if err := closeComp(); err != nil {
 		return c, 0, err

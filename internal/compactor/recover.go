@@ -75,7 +75,7 @@ func (e *Env) recoverOne(dir func(path string) (*fsx.Dir, error), keepInactive f
 	switch {
 	case op.Commit == nil:
 		return rolledBack, e.rollback(d, op)
-	case keepInactive != nil && e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keepInactive(op.Stream))):
+	case keepInactive != nil && e.Clock().Before(time.Unix(0, op.Commit.AtNs).Add(keepInactive(op.Stream))):
 		return inactive, nil
 	case e.verifyOutput(d, op):
 		return finished, e.finish(d, op)
@@ -95,21 +95,21 @@ func (e *Env) rollback(d *fsx.Dir, op fsx.Op) error {
 	if err := d.Unlink(op.Temp, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 		return fmt.Errorf("roll back op %d: %w", op.ID, err)
 	}
-	e.fault("recover:unlinked-temp")
+	e.Step("recover:unlinked-temp")
 	if op.Created != nil {
 		if err := d.Unlink(op.Output, want); err != nil && !errors.Is(err, fsx.ErrChanged) {
 			return fmt.Errorf("roll back op %d: %w", op.ID, err)
 		}
-		e.fault("recover:unlinked-output")
+		e.Step("recover:unlinked-output")
 	}
 	if err := d.Sync(); err != nil {
 		return err
 	}
-	e.fault("recover:synced")
+	e.Step("recover:synced")
 	if err := e.Journal.Done(op.ID); err != nil {
 		return err
 	}
-	e.fault("recover:done")
+	e.Step("recover:done")
 	return nil
 }
 
@@ -136,7 +136,7 @@ func (e *Env) FinishInactive(dir func(path string) (*fsx.Dir, error), keepInacti
 	var errs []error
 	for _, op := range e.Journal.Pending() {
 		keep := keepInactive(op.Stream)
-		if op.Kind != "merge" || op.Commit == nil || keep <= 0 || e.now().Before(time.Unix(0, op.Commit.AtNs).Add(keep)) {
+		if op.Kind != "merge" || op.Commit == nil || keep <= 0 || e.Clock().Before(time.Unix(0, op.Commit.AtNs).Add(keep)) {
 			continue
 		}
 		d, err := dir(op.Dir)

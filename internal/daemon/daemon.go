@@ -103,9 +103,9 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 	d.probe = loadprobe.New(loadprobe.Options{Enabled: cfg.Load.Enabled, Interval: cfg.Load.Interval, Logger: d.log})
 	if !o.ReadOnly {
 		d.leases = fsx.NewLeases()
-		d.env = &compactor.Env{Journal: d.journal, Leases: d.leases, Log: d.log, Now: o.Now, Fault: o.Fault,
+		d.env = &compactor.Env{Journal: d.journal, Leases: d.leases, Log: d.log, Hooks: fsx.Hooks{Now: o.Now, Fault: o.Fault},
 			Pacer: compactor.NewPacer(float64(cfg.Compaction.MaxRate), 1<<20, nil)}
-		d.arch = &archiver.Env{Journal: d.journal, Leases: d.leases, Pacer: d.env.Pacer, Log: d.log, Now: o.Now, Fault: o.Fault}
+		d.arch = &archiver.Env{Journal: d.journal, Leases: d.leases, Pacer: d.env.Pacer, Log: d.log, Hooks: fsx.Hooks{Now: o.Now, Fault: o.Fault}}
 		d.exec = newExecutor(d)
 	}
 	d.setTiers(cfg)
