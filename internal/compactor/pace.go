@@ -49,13 +49,6 @@ func NewPacer(maxRate float64, maxBurst int, clock Clock) *Pacer {
 	return p
 }
 
-// Rate is the current rate in bytes/s (+Inf when unlimited).
-func (p *Pacer) Rate() float64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return float64(p.lim.Limit())
-}
-
 // Limited reports whether a max_rate applies.
 func (p *Pacer) Limited() bool {
 	p.mu.Lock()

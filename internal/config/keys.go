@@ -60,10 +60,9 @@ func walk(n *yaml.Node, schemaKey, path string, lines map[string]int) error {
 			return &Error{Key: full, Line: k.Line, Err: errors.New("key appears twice")}
 		}
 		lines[full] = k.Line
+		// A stream's compaction/archive sections share the global schemas.
 		child := k.Value
-		if schemaKey == "streams[]" {
-			child = k.Value // per-stream compaction/archive share the global schemas
-		} else if schemaKey != "" {
+		if schemaKey != "" && schemaKey != "streams[]" {
 			child = schemaKey + "." + k.Value
 		}
 		switch {

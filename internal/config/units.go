@@ -31,13 +31,6 @@ func (f Free) Of(total uint64) uint64 {
 	return uint64(f.Bytes)
 }
 
-func (f Free) String() string {
-	if f.Percent > 0 {
-		return strconv.FormatFloat(f.Percent, 'f', -1, 64) + "%"
-	}
-	return f.Bytes.String()
-}
-
 var units = []struct {
 	name string
 	mult int64

@@ -78,9 +78,6 @@ func (d *Dir) Path() string { return d.path }
 // Dev is the device of the directory itself.
 func (d *Dir) Dev() uint64 { return d.dev }
 
-// Fd is the directory's descriptor, valid until Close.
-func (d *Dir) Fd() int { return d.fd }
-
 // Close releases the directory fd. It is safe to call twice.
 func (d *Dir) Close() error {
 	if d.fd < 0 {

@@ -113,15 +113,6 @@ func (w *Window) Rate(o Options) float64 {
 	return num / den
 }
 
-// Last returns the newest sample's time and value.
-func (w *Window) Last() (time.Time, int64, bool) {
-	if len(w.samples) == 0 {
-		return time.Time{}, 0, false
-	}
-	s := w.samples[len(w.samples)-1]
-	return time.Unix(0, s.t), s.v, true
-}
-
 // Len is the number of samples kept.
 func (w *Window) Len() int { return len(w.samples) }
 
