@@ -272,6 +272,9 @@ func (d *Daemon) refreshPending() {
 		ops, err := fsx.ReadJournal(d.state, journalName)
 		if err != nil {
 			d.log.Warn("cannot read the intent journal", zap.Error(err))
+			if errors.Is(err, fsx.ErrJournalCorrupt) {
+				d.journalErr = err // plan shows what run would do: nothing destructive
+			}
 		}
 		d.pending = ops
 	}
@@ -366,6 +369,11 @@ func (d *Daemon) plan(now time.Time) *Report {
 	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load}
 	d.planned = d.planned[:0]
 	d.archives = d.archives[:0]
+	defer func() {
+		if d.journalErr != nil {
+			d.planned, d.archives = nil, nil
+		}
+	}()
 	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove})
 	for _, s := range streams {
 		exclude := map[string]bool{}
@@ -402,9 +410,7 @@ func (d *Daemon) plan(now time.Time) *Report {
 				actions = append(actions, a)
 				d.planned = append(d.planned, pm)
 			}
-			if d.journalErr != nil && len(cd.Jobs) > 0 {
-				why = append(why, "merging is off: "+d.journalErr.Error())
-			}
+
 			if cd.Why != "" {
 				why = append(why, "compaction: "+cd.Why)
 			}
@@ -415,6 +421,11 @@ func (d *Daemon) plan(now time.Time) *Report {
 				why = append(why, fmt.Sprintf("archival: predicted %s at +%s within max_hot_bytes %s",
 					Bytes(s.PredictedBytes), s.Config.Archive.TimeToArchive, Bytes(float64(s.Config.Archive.MaxHotBytes))))
 			}
+		}
+		if d.journalErr != nil && len(actions) > 0 {
+			why = append(why, fmt.Sprintf("%d actions held back: merging and archival are off until the intent journal is repaired: %v",
+				len(actions), d.journalErr))
+			actions = nil
 		}
 		sr := newStreamReport(s)
 		sr.Priority = priority

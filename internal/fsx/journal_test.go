@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
 func sampleOp() Op {
@@ -214,5 +216,22 @@ func TestCreateOutputIsNeverMoreReadableThanItsModel(t *testing.T) {
 	}
 	if err := d.Unlink("taken", st); !errors.Is(err, ErrChanged) {
 		t.Fatalf("Unlink of another file: %v", err)
+	}
+}
+
+// TestCreateOutputTakesTheOwnerOfItsModel: as root, the output belongs to the
+// first input's owner and group, not to root.
+func TestCreateOutputTakesTheOwnerOfItsModel(t *testing.T) {
+	testutil.RequireRoot(t, "chown")
+	d, p := openTestDir(t)
+	must(t, os.WriteFile(filepath.Join(p, "in"), nil, 0o600))
+	must(t, os.Chown(filepath.Join(p, "in"), 1234, 5678))
+	like, err := d.Stat("in")
+	must(t, err)
+	f, st, err := d.CreateOutput(".logcompactd-tmp-own", like)
+	must(t, err)
+	f.Close()
+	if st.UID != 1234 || st.GID != 5678 || st.Mode != 0o600 {
+		t.Fatalf("output %d:%d %o, want 1234:5678 600", st.UID, st.GID, st.Mode)
 	}
 }
