@@ -235,3 +235,21 @@ func TestCreateOutputTakesTheOwnerOfItsModel(t *testing.T) {
 		t.Fatalf("output %d:%d %o, want 1234:5678 600", st.UID, st.GID, st.Mode)
 	}
 }
+
+// TestSubRefusesASymlink: a symlink planted where a stream's cold subdirectory
+// belongs is not followed, so no archive can be written through it.
+func TestSubRefusesASymlink(t *testing.T) {
+	d, p := openTestDir(t)
+	elsewhere := t.TempDir()
+	must(t, os.Symlink(elsewhere, filepath.Join(p, "app")))
+	if sub, err := d.Sub("app", 0o750); err == nil {
+		sub.Close()
+		t.Fatal("Sub followed a symlink")
+	}
+	sub, err := d.Sub("other", 0o750)
+	must(t, err)
+	defer sub.Close()
+	if fi, err := os.Lstat(filepath.Join(p, "other")); err != nil || !fi.IsDir() {
+		t.Fatalf("Sub did not create the subdirectory: %v", err)
+	}
+}
