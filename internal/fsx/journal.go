@@ -205,17 +205,14 @@ func (d *dec) uvarint() uint64 {
 	return v
 }
 
+// varint decodes binary.AppendVarint's zig-zag encoding.
 func (d *dec) varint() int64 {
-	if d.err != nil {
-		return 0
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errors.New("short record")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return x
 }
 
 func (d *dec) bytes() string {
