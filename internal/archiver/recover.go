@@ -153,7 +153,7 @@ func Retain(c *fsx.Dir, now time.Time, maxAge time.Duration, maxBytes int64) ([]
 			continue
 		}
 		stats[n] = st
-		files = append(files, ColdFile{Name: n, Size: st.Size, Mtime: st.Mtime})
+		files = append(files, ColdFile{Name: n, Size: st.Size, Mtime: st.Mtime()})
 	}
 	del := RetentionPlan(files, now, maxAge, maxBytes)
 	var errs []error

@@ -166,7 +166,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 		closeOut()
 		return abort(err)
 	}
-	last := j.Inputs[len(j.Inputs)-1].Mtime
+	last := j.Inputs[len(j.Inputs)-1].Mtime()
 	if err := unix.Futimes(int(out.Fd()), []unix.Timeval{unix.NsecToTimeval(last.UnixNano()), unix.NsecToTimeval(last.UnixNano())}); err != nil {
 		closeOut()
 		return abort(fmt.Errorf("set output mtime: %w", err))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -72,6 +73,7 @@ type Daemon struct {
 	tiers      map[string]*coldTier // by cleaned cold dir path
 	journal    *fsx.Journal         // nil when ReadOnly or unusable
 	journalErr error                // why destructive actions are off, if they are
+	detail     bool                 // reports carry a row per segment (plan)
 	pending    []fsx.Op             // unfinished ops, as of the last pass
 	leases     *fsx.Leases
 	env        *compactor.Env
@@ -239,28 +241,40 @@ func (d *Daemon) SaveHistory() error {
 }
 
 // Pass scans (every stream, or those whose dir is in only), updates growth, and
-// plans. It returns the report; it changes nothing on disk.
-func (d *Daemon) Pass(only map[string]bool) *Report {
+// plans. Dirs in unchanged are vouched for by the caller (see scanner.Scan) and
+// not re-read. It returns the report, without per-segment rows unless the
+// daemon was opened for Plan; it changes nothing on disk.
+func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	now := d.opts.Now()
 	d.refreshPending()
-	results := d.scanner.Scan(now, only)
+	results := d.scanner.Scan(now, only, unchanged)
 	fsSeen := map[uint64]bool{}
+	var obs []growth.Obs
+	var reread, reused int
 	for _, r := range results {
 		d.last[r.Stream.Name] = r
 		if r.Err != nil {
 			continue
 		}
-		obs := make([]growth.Obs, len(r.Entries))
-		for i, e := range r.Entries {
-			obs[i] = growth.Obs{ID: e.ID(), Size: e.Stat.Size}
+		if r.Reused {
+			reused++
+			d.tracker.Touch(r.Stream.Name, r.At)
+		} else {
+			reread++
+			obs = slices.Grow(obs[:0], len(r.Entries))
+			for _, e := range r.Entries {
+				obs = append(obs, growth.Obs{ID: e.ID(), Size: e.Stat.Size})
+			}
+			d.tracker.Observe(r.Stream.Name, r.At, obs)
 		}
-		d.tracker.Observe(r.Stream.Name, r.At, obs)
 		if r.FS.Total > 0 && !fsSeen[r.FS.Dev] {
 			fsSeen[r.FS.Dev] = true
 			d.tracker.ObserveFS(r.FS.Dev, r.At, int64(r.FS.Total-r.FS.Avail))
 		}
 	}
-	return d.plan(now)
+	rep := d.plan(now)
+	rep.reread, rep.reused = reread, reused
+	return rep
 }
 
 // refreshPending reloads the unfinished ops (read-only for plan).
@@ -298,10 +312,11 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		s.Foreign = r.Foreign
 		s.FS = r.FS
 		s.FS.FillRate = d.tracker.FSRate(r.FS.Dev)
+		s.Segments = make([]model.Segment, 0, len(r.Entries))
 		writing := make([]bool, len(r.Entries))
 		for i, e := range r.Entries {
 			writing[i] = e.Writing
-			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime})
+			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime()})
 			s.HotBytes += e.Stat.Size
 		}
 		model.Classify(s.Segments, writing, now, sc.Compaction.Quiesce)
@@ -310,7 +325,7 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 			seg := &s.Segments[i]
 			if seg.State == model.Active {
 				// A closed segment is not written any more: its growth is 0 by definition.
-				seg.GrowthRate = d.tracker.SegmentRate(seg.ID)
+				seg.GrowthRate = d.tracker.SegmentRate(sc.Name, seg.ID)
 			}
 			seg.PredictedSize = growth.Predict(seg.Size, seg.GrowthRate, d.cfg.Growth.Horizon)
 		}
@@ -378,34 +393,37 @@ func (d *Daemon) plan(now time.Time) *Report {
 	for _, s := range streams {
 		exclude := map[string]bool{}
 		var actions []Action
-		entries := map[string]fsx.Stat{}
-		for _, e := range d.last[s.Config.Name].Entries {
-			entries[e.Name] = e.Stat
-		}
+		stat := statLookup(d.last[s.Config.Name].Entries)
 		for _, j := range arch.Jobs[s.Config.Name] {
 			exclude[j.Segment.Name] = true
 			actions = append(actions, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
-			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, stat: entries[j.Segment.Name]})
+			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, stat: stat(j.Segment.Name)})
 		}
 		var why []string
 		priority := 0.0
 		if s.Err == "" {
-			names := map[string]bool{}
-			for _, seg := range s.Segments {
-				names[seg.Name] = true
-			}
-			for _, f := range s.Foreign {
-				names[f] = true
+			var names map[string]bool // built on the first question: most passes ask none
+			taken := func(n string) bool {
+				if names == nil {
+					names = make(map[string]bool, len(s.Segments)+len(s.Foreign))
+					for _, seg := range s.Segments {
+						names[seg.Name] = true
+					}
+					for _, f := range s.Foreign {
+						names[f] = true
+					}
+				}
+				return names[n]
 			}
 			cd := compactor.Plan(s, compactor.Input{Load: load, PauseAbove: d.cfg.Load.PauseAbove, Exclude: exclude,
-				Taken: func(n string) bool { return names[n] }})
+				Taken: taken})
 			priority = cd.Priority.Value
 			for _, j := range cd.Jobs {
 				a := Action{Kind: "compact", Output: j.Output, Reason: j.Reason}
 				pm := plannedMerge{stream: s.Config, job: j, reason: j.Reason}
 				for _, in := range j.Inputs {
 					a.Segments = append(a.Segments, in.Name)
-					pm.stats = append(pm.stats, entries[in.Name])
+					pm.stats = append(pm.stats, stat(in.Name))
 				}
 				actions = append(actions, a)
 				d.planned = append(d.planned, pm)
@@ -427,7 +445,7 @@ func (d *Daemon) plan(now time.Time) *Report {
 				len(actions), d.journalErr))
 			actions = nil
 		}
-		sr := newStreamReport(s)
+		sr := newStreamReport(s, d.detail)
 		sr.Priority = priority
 		sr.Actions = append(sr.Actions, actions...)
 		sr.why = why
@@ -436,11 +454,29 @@ func (d *Daemon) plan(now time.Time) *Report {
 	return rep
 }
 
+// statLookup finds entries' stats by name, building the index on the first
+// question only (most passes plan no job).
+func statLookup(entries []scanner.Entry) func(name string) fsx.Stat {
+	var idx map[string]int
+	return func(name string) fsx.Stat {
+		if idx == nil {
+			idx = make(map[string]int, len(entries))
+			for i, e := range entries {
+				idx[e.Name] = i
+			}
+		}
+		if i, ok := idx[name]; ok {
+			return entries[i].Stat
+		}
+		return fsx.Stat{}
+	}
+}
+
 // Summary is the one-line state for sd_notify STATUS= and the cycle log.
 func Summary(r *Report) (streams, segments int, hot int64, actions int) {
 	for _, s := range r.Streams {
 		streams++
-		segments += len(s.Segments)
+		segments += s.count
 		hot += s.HotBytes
 		actions += len(s.Actions)
 	}
@@ -452,7 +488,8 @@ func Summary(r *Report) (streams, segments int, hot int64, actions int) {
 func (d *Daemon) logReport(r *Report) {
 	streams, segs, hot, actions := Summary(r)
 	d.log.Debug("pass", zap.Int("streams", streams), zap.Int("segments", segs), zap.Int64("hot_bytes", hot),
-		zap.Float64("load", r.Load), zap.Int("actions", actions))
+		zap.Float64("load", r.Load), zap.Int("actions", actions), zap.Int("streams_reread", r.reread),
+		zap.Int("streams_reused", r.reused))
 	for _, s := range r.Streams {
 		if s.err != "" {
 			if d.prev[s.Name] != "err:"+s.err {

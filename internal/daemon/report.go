@@ -16,6 +16,8 @@ type Report struct {
 	Time    string         `json:"time"`
 	Load    float64        `json:"load"`
 	Streams []StreamReport `json:"streams"`
+
+	reread, reused int // streams read from disk, and vouched unchanged by inotify
 }
 
 // StreamReport is one stream of the report.
@@ -31,6 +33,7 @@ type StreamReport struct {
 	Actions        []Action        `json:"actions"`
 
 	// For the human table only.
+	count     int // segments, also when Segments is left empty (run, once)
 	err       string
 	why       []string
 	foreign   []string
@@ -56,11 +59,17 @@ type Action struct {
 	Reason   string   `json:"reason"`
 }
 
-func newStreamReport(s *model.Stream) StreamReport {
+// newStreamReport builds a stream's report; the per-segment rows only with detail
+// (at 100,000 segments they are most of a pass's allocations, and only plan shows them).
+func newStreamReport(s *model.Stream, detail bool) StreamReport {
 	r := StreamReport{Name: s.Config.Name, Dir: s.Config.Dir, Pattern: s.Config.Pattern,
 		HotBytes: s.HotBytes, GrowthRate: s.GrowthRate, PredictedBytes: s.PredictedBytes,
 		Segments: []SegmentReport{}, Actions: []Action{}, err: s.Err, foreign: s.Foreign,
-		horizon: s.Config.Archive.TimeToArchive, whyActive: map[string]string{}}
+		horizon: s.Config.Archive.TimeToArchive, whyActive: map[string]string{}, count: len(s.Segments)}
+	if !detail {
+		return r
+	}
+	r.Segments = make([]SegmentReport, 0, len(s.Segments))
 	for _, seg := range s.Segments {
 		r.Segments = append(r.Segments, SegmentReport{Name: seg.Name, Size: seg.Size, State: string(seg.State),
 			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})

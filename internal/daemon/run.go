@@ -20,7 +20,7 @@ import (
 func (d *Daemon) Once() (*Report, error) {
 	rerr := d.Recover()
 	d.probe.Sample()
-	r := d.Pass(nil)
+	r := d.Pass(nil, nil)
 	d.logReport(r)
 	d.act()
 	d.exec.wait()
@@ -137,10 +137,11 @@ func (d *Daemon) drain() {
 	}
 }
 
-// Plan makes one pass and returns it without saving anything.
+// Plan makes one pass and returns it, with a row per segment, without saving anything.
 func (d *Daemon) Plan() *Report {
 	d.probe.Sample()
-	return d.Pass(nil)
+	d.detail = true
+	return d.Pass(nil, nil)
 }
 
 // debounce is how long fsnotify events are gathered into one rescan.
@@ -153,6 +154,14 @@ func debounce(c *config.Config) time.Duration {
 // of CPU at 100,000 segments; a kill -9 loses at most this much history.
 func saveEvery(c *config.Config) time.Duration {
 	return min(max(10*c.ScanInterval, time.Second), 5*time.Minute)
+}
+
+// fullScanEvery is how often a tick re-reads every directory even when inotify
+// reported nothing (a safety net for what inotify cannot see: writes through a
+// shared mmap, a lost watch): 10 scan intervals, at least 10 minutes unless that
+// is less than one interval.
+func fullScanEvery(c *config.Config) time.Duration {
+	return min(10*c.ScanInterval, max(c.ScanInterval, 10*time.Minute))
 }
 
 // Run makes passes every scan_interval and whenever fsnotify reports a change,
@@ -179,9 +188,13 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		results = d.exec.results
 		defer d.exec.close()
 	}
-	cycle := func(only map[string]bool) {
+	lastFull := time.Time{}
+	cycle := func(only, unchanged map[string]bool) {
 		d.drain()
-		r := d.Pass(only)
+		if only == nil && unchanged == nil {
+			lastFull = d.opts.Now()
+		}
+		r := d.Pass(only, unchanged)
 		d.logReport(r)
 		d.act()
 		d.opts.Notify(d.status(r))
@@ -194,7 +207,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			w.Ensure(d.scanner.Dirs())
 		}
 	}
-	cycle(nil)
+	if w != nil {
+		w.Take() // the first pass is a full one, after the watches exist
+	}
+	cycle(nil, nil)
 	d.opts.Notify("READY=1")
 	d.log.Info("running", zap.Int("streams", len(d.cfg.Streams)), zap.Duration("scan_interval", d.cfg.ScanInterval),
 		zap.String("state_dir", d.cfg.StateDir))
@@ -234,17 +250,23 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 				d.tracker.Adopt(o.output)
 			}
 		case <-tick.C:
+			// Every dir with no event since the last pass is known unchanged and not
+			// re-read; the others, and every dir every fullScanEvery, are.
+			var unchanged map[string]bool
 			if w != nil {
-				w.Take() // a full pass covers whatever was pending
+				_, full := w.Take()
+				if quiet := w.Quiet(); !full && d.opts.Now().Sub(lastFull) < fullScanEvery(d.cfg) {
+					unchanged = quiet
+				}
 			}
-			cycle(nil)
+			cycle(nil, unchanged)
 		case <-events:
 			dirs, full := w.Take()
 			if full {
-				cycle(nil)
+				cycle(nil, nil)
 			} else if len(dirs) > 0 {
 				d.log.Debug("rescan on fsnotify", zap.Strings("dirs", sortedDirs(dirs)))
-				cycle(dirs)
+				cycle(dirs, nil)
 			}
 		case <-reload:
 			d.opts.Notify("RELOADING=1")
@@ -268,7 +290,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 				}
 				tick.Reset(d.cfg.ScanInterval)
 				d.log.Info("reloaded", zap.Int("streams", len(cfg.Streams)))
-				cycle(nil)
+				if w != nil {
+					w.Take()
+				}
+				cycle(nil, nil)
 			}
 			d.opts.Notify("READY=1")
 		}
@@ -288,8 +313,10 @@ func (d *Daemon) apply(cfg *config.Config) {
 	}
 	d.tracker.Retain(keep)
 	d.tracker.SetOptions(growthOptions(cfg))
-	d.scanner.Close()
+	old := d.scanner
 	d.scanner = scanner.New(cfg.Streams, scanner.Options{Logger: d.log})
+	d.scanner.Inherit(old) // open-for-writing answers stay valid: re-taking 100,000 leases costs seconds
+	old.Close()
 	d.probe.Close()
 	d.probe = loadprobe.New(loadprobe.Options{Enabled: cfg.Load.Enabled, Interval: cfg.Load.Interval, Logger: d.log})
 	d.probe.Start()

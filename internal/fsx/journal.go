@@ -49,12 +49,12 @@ type FileRef struct {
 
 // RefOf makes a FileRef from a name and a Stat.
 func RefOf(name string, st Stat) FileRef {
-	return FileRef{Name: name, Dev: st.Dev, Ino: st.Ino, Gen: st.Btime, Size: st.Size, MtimeNs: st.Mtime.UnixNano()}
+	return FileRef{Name: name, Dev: st.Dev, Ino: st.Ino, Gen: st.Btime, Size: st.Size, MtimeNs: st.MtimeNs}
 }
 
 // Matches reports whether st is the same file (identity), unchanged (size, mtime).
 func (r FileRef) Matches(st Stat) bool {
-	return r.SameFile(st) && st.Size == r.Size && st.Mtime.UnixNano() == r.MtimeNs
+	return r.SameFile(st) && st.Size == r.Size && st.MtimeNs == r.MtimeNs
 }
 
 // SameFile reports whether st has r's identity (device, inode, generation).

@@ -122,7 +122,7 @@ func TestStreamCountsAppendedBytesOnly(t *testing.T) {
 	if r := tr.StreamRate("s"); !near(r, 200, 0.01) {
 		t.Fatalf("stream rate %v, want 200 (20000 B / 100 s)", r)
 	}
-	if r := tr.SegmentRate(b); !near(r, 100, 0.01) {
+	if r := tr.SegmentRate("s", b); !near(r, 100, 0.01) {
 		t.Fatalf("segment rate %v, want 100", r)
 	}
 	// The daemon merges a and b into one output: not growth, not shrinkage.
@@ -159,14 +159,14 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	if r := tr2.StreamRate("s"); !near(r, 1000, 0.05) {
 		t.Fatalf("stream rate after restart %v: the adopted output counted as growth?", r)
 	}
-	if r := tr2.SegmentRate(id); !near(r, 1000, 0.01) {
+	if r := tr2.SegmentRate("s", id); !near(r, 1000, 0.01) {
 		t.Fatalf("rate after restart %v", r)
 	}
 	if r := tr2.FSRate(1); !near(r, 100, 0.01) {
 		t.Fatalf("fs rate %v", r)
 	}
 	// A reused inode (another generation) does not inherit the history.
-	if r := tr2.SegmentRate(model.SegmentID{Dev: 1, Ino: 7, Gen: 100}); r != 0 {
+	if r := tr2.SegmentRate("s", model.SegmentID{Dev: 1, Ino: 7, Gen: 100}); r != 0 {
 		t.Fatalf("reused inode inherited rate %v", r)
 	}
 	data[len(data)/2] ^= 0xff
@@ -196,10 +196,59 @@ func FuzzUnmarshalHistory(f *testing.F) {
 		if err := tr.Unmarshal(data); err != nil {
 			return
 		}
-		for id := range tr.segs {
-			if r := tr.SegmentRate(id); r < 0 || math.IsNaN(r) {
-				t.Fatalf("rate %v from decoded history", r)
+		for name, st := range tr.streams {
+			for id := range st.segs {
+				if r := tr.SegmentRate(name, id); r < 0 || math.IsNaN(r) {
+					t.Fatalf("rate %v from decoded history", r)
+				}
 			}
 		}
 	})
+}
+
+// Touch stands for an observation of unchanged sizes: a segment that stopped
+// growing decays exactly as it would if it had been re-observed.
+func TestTouchDecaysLikeAnUnchangedObservation(t *testing.T) {
+	o := Options{Window: time.Hour, MaxSamples: 16}
+	id := model.SegmentID{Dev: 1, Ino: 1}
+	observed, touched := NewTracker(o), NewTracker(o)
+	for _, tr := range []*Tracker{observed, touched} {
+		tr.Observe("s", at(0), []Obs{{id, 0}})
+		tr.Observe("s", at(60), []Obs{{id, 60000}})
+	}
+	for i := 2; i <= 30; i++ {
+		observed.Observe("s", at(float64(60*i)), []Obs{{id, 60000}})
+		touched.Touch("s", at(float64(60*i)))
+		if a, b := observed.SegmentRate("s", id), touched.SegmentRate("s", id); a != b {
+			t.Fatalf("after %d min: observed %v, touched %v", i, a, b)
+		}
+		if a, b := observed.StreamRate("s"), touched.StreamRate("s"); a != b {
+			t.Fatalf("stream after %d min: observed %v, touched %v", i, a, b)
+		}
+	}
+	if r := touched.SegmentRate("s", id); r >= 1000*0.1 {
+		t.Fatalf("rate %v did not decay after 29 idle minutes", r)
+	}
+	touched.Touch("unknown", at(2000)) // no stream, nothing to do
+	if touched.Segments() != 1 {
+		t.Fatalf("%d segments", touched.Segments())
+	}
+}
+
+// Observing one stream neither forgets nor charges another's segments.
+func TestStreamsAreIndependent(t *testing.T) {
+	tr := NewTracker(Options{Window: time.Hour})
+	a, b := model.SegmentID{Dev: 1, Ino: 1}, model.SegmentID{Dev: 1, Ino: 2}
+	tr.Observe("x", at(0), []Obs{{a, 10}})
+	tr.Observe("y", at(0), []Obs{{b, 10}})
+	tr.Observe("x", at(10), []Obs{{a, 110}})
+	if tr.Segments() != 2 || tr.SegmentRate("y", b) != 0 || !near(tr.SegmentRate("x", a), 10, 0.01) {
+		t.Fatalf("segments %d, y rate %v, x rate %v", tr.Segments(), tr.SegmentRate("y", b), tr.SegmentRate("x", a))
+	}
+	// The same ID observed twice in one scan (cannot happen for a regular scan,
+	// which skips hard links) still forgets what is gone.
+	tr.Observe("x", at(20), []Obs{{b, 5}, {b, 5}})
+	if tr.SegmentRate("x", a) != 0 || tr.Segments() != 2 {
+		t.Fatalf("x still has a: %d segments", tr.Segments())
+	}
 }

@@ -67,8 +67,11 @@ func fromWire(ws []wireSample, max int) Window {
 // Marshal encodes the tracker's history.
 func (t *Tracker) Marshal() ([]byte, error) {
 	var w wire
-	for id, s := range t.segs {
-		w.Segs = append(w.Segs, wireSeg{ID: id, Stream: s.stream, Size: s.size, Samples: toWire(&s.win)})
+	w.Segs = make([]wireSeg, 0, t.Segments())
+	for name, st := range t.streams {
+		for id, s := range st.segs {
+			w.Segs = append(w.Segs, wireSeg{ID: id, Stream: name, Size: s.size, Samples: toWire(&s.win)})
+		}
 	}
 	for name, s := range t.streams {
 		w.Streams = append(w.Streams, wireStream{Name: name, Appended: s.appended, Samples: toWire(&s.win)})
@@ -102,13 +105,21 @@ func (t *Tracker) Unmarshal(data []byte) error {
 	if err := gob.NewDecoder(bytes.NewReader(body[len(magic):])).Decode(&w); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	segs := make(map[model.SegmentID]*segState, len(w.Segs))
-	for _, s := range w.Segs {
-		segs[s.ID] = &segState{stream: s.Stream, size: s.Size, win: fromWire(s.Samples, t.opts.MaxSamples)}
-	}
 	streams := make(map[string]*streamState, len(w.Streams))
+	stream := func(name string) *streamState {
+		st := streams[name]
+		if st == nil {
+			st = &streamState{segs: map[model.SegmentID]*segState{}}
+			streams[name] = st
+		}
+		return st
+	}
 	for _, s := range w.Streams {
-		streams[s.Name] = &streamState{appended: s.Appended, win: fromWire(s.Samples, t.opts.MaxSamples)}
+		st := stream(s.Name)
+		st.appended, st.win = s.Appended, fromWire(s.Samples, t.opts.MaxSamples)
+	}
+	for _, s := range w.Segs {
+		stream(s.Stream).segs[s.ID] = &segState{size: s.Size, win: fromWire(s.Samples, t.opts.MaxSamples)}
 	}
 	fs := make(map[uint64]*Window, len(w.FS))
 	for dev, ss := range w.FS {
@@ -119,7 +130,7 @@ func (t *Tracker) Unmarshal(data []byte) error {
 	for _, id := range w.Adopted {
 		adopted[id] = true
 	}
-	t.segs, t.streams, t.fs, t.adopted = segs, streams, fs, adopted
+	t.streams, t.fs, t.adopted = streams, fs, adopted
 	return nil
 }
 

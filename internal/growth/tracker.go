@@ -13,24 +13,26 @@ type Obs struct {
 }
 
 type segState struct {
-	stream string
-	size   int64
-	win    Window
+	size int64
+	seen uint64 // the stream's observation generation that last saw it
+	win  Window
 }
 
 type streamState struct {
 	appended int64 // bytes appended since tracking began (monotone)
+	gen      uint64
 	win      Window
+	segs     map[model.SegmentID]*segState
 }
 
 // Tracker keeps a window per segment (its size) and per stream (bytes appended).
 // Stream growth counts bytes appended only: growth of known segments, plus the
 // size of segments that appeared since the previous scan of that stream. Segments
 // that disappear, and outputs the daemon itself produced (see Adopt), are neither
-// growth nor shrinkage. Not safe for concurrent use.
+// growth nor shrinkage. Segments are kept per stream, so observing one stream
+// costs in proportion to that stream alone. Not safe for concurrent use.
 type Tracker struct {
 	opts    Options
-	segs    map[model.SegmentID]*segState
 	streams map[string]*streamState
 	adopted map[model.SegmentID]bool
 	fs      map[uint64]*Window // used bytes per filesystem device
@@ -38,29 +40,30 @@ type Tracker struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker(o Options) *Tracker {
-	return &Tracker{opts: o.withDefaults(), segs: map[model.SegmentID]*segState{},
-		streams: map[string]*streamState{}, adopted: map[model.SegmentID]bool{}, fs: map[uint64]*Window{}}
+	return &Tracker{opts: o.withDefaults(), streams: map[string]*streamState{},
+		adopted: map[model.SegmentID]bool{}, fs: map[uint64]*Window{}}
 }
 
 // SetOptions changes window options (on reload); history is kept.
 func (t *Tracker) SetOptions(o Options) { t.opts = o.withDefaults() }
 
 // Observe records a complete scan of stream at time at: every segment it has now.
-// Segments of the stream not in obs are forgotten.
+// Segments of the stream not in obs are forgotten. A segment that moved in from
+// another stream (a rename across patterns) is new to this one.
 func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
 	st, known := t.streams[stream]
 	if !known {
-		st = &streamState{}
+		st = &streamState{segs: make(map[model.SegmentID]*segState, len(obs))}
 		t.streams[stream] = st
 	}
-	present := make(map[model.SegmentID]bool, len(obs))
+	st.gen++
+	distinct := 0
 	for _, o := range obs {
-		present[o.ID] = true
-		s, ok := t.segs[o.ID]
+		s, ok := st.segs[o.ID]
 		switch {
 		case !ok:
-			s = &segState{stream: stream, size: o.Size}
-			t.segs[o.ID] = s
+			s = &segState{size: o.Size}
+			st.segs[o.ID] = s
 			// A segment that appeared since the last scan holds appended bytes, unless
 			// this is the stream's first scan ever, or it is our own output.
 			if known && !t.adopted[o.ID] {
@@ -73,14 +76,33 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
 			// Truncated or replaced: what it holds now was written since.
 			st.appended += o.Size
 		}
+		if s.seen != st.gen {
+			distinct++
+		}
 		s.size = o.Size
-		s.stream = stream
+		s.seen = st.gen
 		s.win.Add(at, o.Size, t.opts)
 	}
-	for id, s := range t.segs {
-		if s.stream == stream && !present[id] {
-			delete(t.segs, id)
+	if len(st.segs) > distinct {
+		for id, s := range st.segs {
+			if s.seen != st.gen {
+				delete(st.segs, id)
+			}
 		}
+	}
+	st.win.Add(at, st.appended, t.opts)
+}
+
+// Touch records that stream is known to be unchanged since its last observation
+// (the directory watch saw no event): every segment keeps its size at time at, so
+// rates decay as they would with a full observation, without one.
+func (t *Tracker) Touch(stream string, at time.Time) {
+	st, ok := t.streams[stream]
+	if !ok {
+		return
+	}
+	for _, s := range st.segs {
+		s.win.Add(at, s.size, t.opts)
 	}
 	st.win.Add(at, st.appended, t.opts)
 }
@@ -90,9 +112,11 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
 func (t *Tracker) Adopt(id model.SegmentID) { t.adopted[id] = true }
 
 // SegmentRate is the smoothed growth of a segment in bytes/s (0 if unknown).
-func (t *Tracker) SegmentRate(id model.SegmentID) float64 {
-	if s, ok := t.segs[id]; ok {
-		return s.win.Rate(t.opts)
+func (t *Tracker) SegmentRate(stream string, id model.SegmentID) float64 {
+	if st, ok := t.streams[stream]; ok {
+		if s, ok := st.segs[id]; ok {
+			return s.win.Rate(t.opts)
+		}
 	}
 	return 0
 }
@@ -106,18 +130,19 @@ func (t *Tracker) StreamRate(stream string) float64 {
 }
 
 // Segments is the number of segments tracked.
-func (t *Tracker) Segments() int { return len(t.segs) }
+func (t *Tracker) Segments() int {
+	n := 0
+	for _, st := range t.streams {
+		n += len(st.segs)
+	}
+	return n
+}
 
 // Retain forgets streams not named in keep (after a reload removed them).
 func (t *Tracker) Retain(keep map[string]bool) {
 	for name := range t.streams {
 		if !keep[name] {
 			delete(t.streams, name)
-		}
-	}
-	for id, s := range t.segs {
-		if !keep[s.stream] {
-			delete(t.segs, id)
 		}
 	}
 }

@@ -69,7 +69,7 @@ func benchScan(b *testing.B, dirs, files int, warm bool) {
 	s := New(streamsFor(ds), Options{})
 	defer s.Close()
 	if warm {
-		s.Scan(time.Now(), nil) // fill the lease-answer cache
+		s.Scan(time.Now(), nil, nil) // fill the lease-answer cache
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -77,7 +77,7 @@ func benchScan(b *testing.B, dirs, files int, warm bool) {
 			s.Close()
 			s = New(streamsFor(ds), Options{})
 		}
-		rs := s.Scan(time.Now(), nil)
+		rs := s.Scan(time.Now(), nil, nil)
 		n := 0
 		for _, r := range rs {
 			n += len(r.Entries)

@@ -9,6 +9,7 @@
 package scanner
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -59,16 +60,19 @@ type Result struct {
 	Foreign []string // names matching the pattern that are not single-link regular files on the dir's device
 	FS      model.FSInfo
 	Err     error // the directory could not be opened or listed; Entries is empty
+	// Reused: the directory was not re-read (the caller vouched it unchanged);
+	// Entries are the previous scan's, as of At.
+	Reused bool
 }
 
 type leaseKey = fsx.FileID
 
+// leaseAnswer is a cached open-for-writing answer, valid while the file's size,
+// mtime and ctime are unchanged and until expires (ns since the epoch). 40 bytes,
+// no pointers: the cache holds one per closed segment.
 type leaseAnswer struct {
-	size    int64
-	mtime   time.Time
-	ctime   time.Time
-	writing bool
-	until   time.Time
+	size, mtime, ctime, until int64
+	writing                   bool
 }
 
 // Scanner scans a fixed set of streams. It is safe for use by one goroutine at a time.
@@ -79,6 +83,7 @@ type Scanner struct {
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
 	warned  map[string]string // dir/name -> what was logged, so each is logged once
+	last    map[string]Result // latest good scan per stream name, for reuse
 }
 
 // New returns a scanner for the given streams. Directories are opened lazily, and
@@ -97,8 +102,17 @@ func New(streams []config.Stream, opts Options) *Scanner {
 		opts.StatWorkers = 2 * runtime.GOMAXPROCS(0)
 	}
 	s := &Scanner{opts: opts, log: opts.Logger, streams: streams,
-		dirs: map[string]*fsx.Dir{}, leases: map[leaseKey]leaseAnswer{}, warned: map[string]string{}}
+		dirs: map[string]*fsx.Dir{}, leases: map[leaseKey]leaseAnswer{}, warned: map[string]string{},
+		last: map[string]Result{}}
 	return s
+}
+
+// Inherit takes over old's cached open-for-writing answers and logged warnings
+// (after a reload replaced the scanner). Answers are keyed by file identity and
+// checked against size and times before use, so they stay valid for any config.
+func (s *Scanner) Inherit(old *Scanner) {
+	s.leases, s.warned = old.leases, old.warned
+	old.leases, old.warned = map[leaseKey]leaseAnswer{}, map[string]string{}
 }
 
 // Close releases the directory fds. It is safe to call twice.
@@ -149,7 +163,15 @@ func (s *Scanner) dir(path string) (*fsx.Dir, error) {
 
 // Scan scans the streams whose directory is in only (all streams when only is nil),
 // as of now (used for the quiesce shortcut of the lease check).
-func (s *Scanner) Scan(now time.Time, only map[string]bool) []Result {
+//
+// A stream whose directory is in unchanged — the caller vouches that nothing in it
+// changed since its last scan, because a directory watch that was in place before
+// that scan has reported no event since — and that has a previous good result is
+// not re-read: the previous entries come back as of now with Reused set. Only the
+// free space and the open-for-writing check are redone (a segment that left its
+// quiesce window since needs its first check). At 100,000 segments this turns a
+// ~0.3 s pass of statx calls into a few milliseconds.
+func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result {
 	var out []Result
 	listed := map[string][]string{}
 	listErr := map[string]error{}
@@ -158,6 +180,19 @@ func (s *Scanner) Scan(now time.Time, only map[string]bool) []Result {
 		if only != nil && !only[path] {
 			continue
 		}
+		if prev, ok := s.last[st.Name]; ok && unchanged[path] {
+			if d := s.dirs[path]; d != nil {
+				res := Result{Stream: st, At: now, Entries: prev.Entries, Foreign: prev.Foreign, FS: prev.FS, Reused: true}
+				if total, avail, err := d.Statfs(); err == nil {
+					res.FS = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
+				}
+				s.checkWriters(d, &res)
+				s.last[st.Name] = res
+				out = append(out, res)
+				continue
+			}
+		}
+		delete(s.last, st.Name)
 		res := Result{Stream: st, At: now}
 		d, err := s.dir(path)
 		if err != nil {
@@ -180,6 +215,7 @@ func (s *Scanner) Scan(now time.Time, only map[string]bool) []Result {
 			res.FS = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
 		}
 		s.scanStream(d, names, &res)
+		s.last[st.Name] = res
 		out = append(out, res)
 	}
 	s.pruneLeases(now)
@@ -187,7 +223,7 @@ func (s *Scanner) Scan(now time.Time, only map[string]bool) []Result {
 }
 
 func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
-	var matched []string
+	matched := make([]string, 0, len(names))
 	for _, n := range names {
 		if fsx.IsTemp(n) {
 			continue
@@ -196,18 +232,28 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			matched = append(matched, n)
 		}
 	}
-	stats := make([]fsx.Stat, len(matched))
-	errs := make([]error, len(matched))
-	s.statAll(d, matched, stats, errs)
-
-	seenHere := map[string]bool{}
+	// Stat straight into the entries, then keep the good ones in place.
+	all := make([]Entry, len(matched))
 	for i, n := range matched {
-		key := d.Path() + "/" + n
-		seenHere[key] = true
-		if errs[i] != nil {
+		all[i].Name = n
+	}
+	failed := make([]bool, len(matched))
+	s.statAll(d, all, failed)
+
+	res.Entries = all[:0]
+	warnedBefore := len(s.warned) > 0
+	var seenHere map[string]bool
+	if warnedBefore {
+		seenHere = map[string]bool{}
+	}
+	for i, n := range matched {
+		if warnedBefore {
+			seenHere[d.Path()+"/"+n] = true
+		}
+		if failed[i] {
 			continue // vanished between listing and stat: it is simply gone
 		}
-		st := stats[i]
+		st := all[i].Stat
 		var why string
 		switch {
 		case st.Kind != fsx.Regular:
@@ -219,6 +265,7 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)
+			key := d.Path() + "/" + n
 			if s.warned[key] != why {
 				s.warned[key] = why
 				s.log.Warn("skipping a file named like a segment", zap.String("stream", res.Stream.Name),
@@ -226,37 +273,47 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			}
 			continue
 		}
-		delete(s.warned, key)
+		if warnedBefore {
+			delete(s.warned, d.Path()+"/"+n)
+		}
 		res.Entries = append(res.Entries, Entry{Name: n, Stat: st})
 	}
-	for k := range s.warned {
-		if filepath.Dir(k) == d.Path() && !seenHere[k] {
-			delete(s.warned, k)
+	if warnedBefore {
+		for k := range s.warned {
+			if filepath.Dir(k) == d.Path() && !seenHere[k] {
+				delete(s.warned, k)
+			}
 		}
 	}
 	Sort(res.Entries, res.Stream.Order)
 	s.checkWriters(d, res)
 }
 
-// statAll stats names with a bounded pool of workers (a huge directory is split).
-func (s *Scanner) statAll(d *fsx.Dir, names []string, stats []fsx.Stat, errs []error) {
+// statAll fills in the entries' stats (failed[i] when entry i could not be
+// stat'ed) with a bounded pool of workers (a huge directory is split).
+func (s *Scanner) statAll(d *fsx.Dir, es []Entry, failed []bool) {
 	const chunk = 1024
-	if len(names) <= chunk {
-		for i, n := range names {
-			stats[i], errs[i] = d.Stat(n)
+	stat := func(i int) {
+		var err error
+		es[i].Stat, err = d.Stat(es[i].Name)
+		failed[i] = err != nil
+	}
+	if len(es) <= chunk {
+		for i := range es {
+			stat(i)
 		}
 		return
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, s.opts.StatWorkers)
-	for lo := 0; lo < len(names); lo += chunk {
-		hi := min(lo+chunk, len(names))
+	for lo := 0; lo < len(es); lo += chunk {
+		hi := min(lo+chunk, len(es))
 		sem <- struct{}{}
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer func() { <-sem; wg.Done() }()
 			for i := lo; i < hi; i++ {
-				stats[i], errs[i] = d.Stat(names[i])
+				stat(i)
 			}
 		}(lo, hi)
 	}
@@ -270,7 +327,7 @@ func (s *Scanner) statAll(d *fsx.Dir, names []string, stats []fsx.Stat, errs []e
 func Sort(es []Entry, order string) {
 	if order == "mtime" {
 		slices.SortFunc(es, func(a, b Entry) int {
-			if c := a.Stat.Mtime.Compare(b.Stat.Mtime); c != 0 {
+			if c := cmp.Compare(a.Stat.MtimeNs, b.Stat.MtimeNs); c != 0 {
 				return c
 			}
 			return model.NaturalCompare(a.Name, b.Name)
@@ -288,14 +345,16 @@ func (s *Scanner) checkWriters(d *fsx.Dir, res *Result) {
 	var procWriters map[fsx.FileID]bool
 	procTried := false
 	quiesce := res.Stream.Compaction.Quiesce
+	at := res.At.UnixNano()
 	for i := range res.Entries {
 		e := &res.Entries[i]
-		if i == len(res.Entries)-1 || res.At.Sub(e.Stat.Mtime) < quiesce {
+		if i == len(res.Entries)-1 || res.At.Sub(e.Stat.Mtime()) < quiesce {
+			e.Writing = false // active by position or mtime anyway
 			continue
 		}
 		key := leaseKey{Dev: e.Stat.Dev, Ino: e.Stat.Ino}
-		if a, ok := s.leases[key]; ok && res.At.Before(a.until) && a.size == e.Stat.Size &&
-			a.mtime.Equal(e.Stat.Mtime) && a.ctime.Equal(e.Stat.Ctime) {
+		if a, ok := s.leases[key]; ok && at < a.until && a.size == e.Stat.Size &&
+			a.mtime == e.Stat.MtimeNs && a.ctime == e.Stat.CtimeNs {
 			e.Writing = a.writing
 			continue
 		}
@@ -314,14 +373,14 @@ func (s *Scanner) checkWriters(d *fsx.Dir, res *Result) {
 		}
 		e.Writing = writing
 		jitter := time.Duration(e.Stat.Ino%16) * s.opts.LeaseRecheck / 16
-		s.leases[key] = leaseAnswer{size: e.Stat.Size, mtime: e.Stat.Mtime, ctime: e.Stat.Ctime,
-			writing: writing, until: res.At.Add(s.opts.LeaseRecheck + jitter)}
+		s.leases[key] = leaseAnswer{size: e.Stat.Size, mtime: e.Stat.MtimeNs, ctime: e.Stat.CtimeNs,
+			writing: writing, until: at + int64(s.opts.LeaseRecheck+jitter)}
 	}
 }
 
 func (s *Scanner) pruneLeases(now time.Time) {
 	for k, a := range s.leases {
-		if now.After(a.until.Add(s.opts.LeaseRecheck)) {
+		if now.UnixNano() > a.until+int64(s.opts.LeaseRecheck) {
 			delete(s.leases, k)
 		}
 	}

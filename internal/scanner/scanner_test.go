@@ -44,7 +44,7 @@ func names(r Result) []string {
 
 func scanOne(t *testing.T, s *Scanner) Result {
 	t.Helper()
-	rs := s.Scan(time.Now(), nil)
+	rs := s.Scan(time.Now(), nil, nil)
 	if len(rs) != 1 {
 		t.Fatalf("%d results", len(rs))
 	}
@@ -146,7 +146,7 @@ func TestMissingDirIsReportedThenPickedUp(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "later")
 	s := New([]config.Stream{stream(dir, "*.log", "name")}, Options{})
 	defer s.Close()
-	if rs := s.Scan(time.Now(), nil); rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), dir) {
+	if rs := s.Scan(time.Now(), nil, nil); rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), dir) {
 		t.Fatalf("missing dir: %v", rs[0].Err)
 	}
 	must(t, os.Mkdir(dir, 0o755))
@@ -178,6 +178,14 @@ func TestWatcherCoalescesBursts(t *testing.T) {
 	w, err := NewWatcher([]string{a, b}, 50*time.Millisecond, nil)
 	must(t, err)
 	defer w.Close()
+	// A new watch asks for a rescan of its dir (changes before it existed are unseen).
+	waitTrigger(t, w)
+	if dirs, full := w.Take(); full || !dirs[a] || !dirs[b] {
+		t.Fatalf("first take = %v %v", dirs, full)
+	}
+	if q := w.Quiet(); !q[a] || !q[b] {
+		t.Fatalf("quiet after take = %v", q)
+	}
 
 	f, err := os.Create(filepath.Join(a, "burst.log"))
 	must(t, err)
@@ -188,6 +196,9 @@ func TestWatcherCoalescesBursts(t *testing.T) {
 	}
 	f.Close()
 	waitTrigger(t, w)
+	if q := w.Quiet(); q[a] || !q[b] {
+		t.Fatalf("quiet with an event pending in a = %v", q)
+	}
 	dirs, full := w.Take()
 	if full || !dirs[a] || dirs[b] {
 		t.Fatalf("take = %v %v", dirs, full)
@@ -254,5 +265,54 @@ func TestBindMountedFileIsForeign(t *testing.T) {
 	r := scanOne(t, s)
 	if got := strings.Join(names(r), " "); got != "b-1.log b-3.log" || len(r.Foreign) != 1 || r.Foreign[0] != "b-2.log" {
 		t.Fatalf("segments %q, foreign %q", got, r.Foreign)
+	}
+}
+
+// A stream the caller vouches unchanged is not re-read: a file that changed
+// behind the scanner's back stays as it was (that is the contract), while a
+// segment that left its quiesce window since still gets its first
+// open-for-writing check, and the free space is fresh.
+func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a-1.log"), "one\n", time.Hour)
+	held := filepath.Join(dir, "a-2.log")
+	write(t, held, "two\n", 0) // within quiesce: not checked yet
+	write(t, filepath.Join(dir, "a-3.log"), "three\n", 0)
+	st := stream(dir, "a-*.log", "name")
+	st.Compaction.Quiesce = time.Minute
+	s := New([]config.Stream{st}, Options{})
+	defer s.Close()
+	testutil.HoldOpenForWrite(t, held)
+	now := time.Now()
+	first := s.Scan(now, nil, nil)[0]
+	if first.Reused || first.Entries[1].Writing {
+		t.Fatalf("first scan: reused %v, writing %v", first.Reused, first.Entries[1].Writing)
+	}
+	// Behind the scanner's back: a new segment appears, one grows.
+	write(t, filepath.Join(dir, "a-4.log"), "four\n", 0)
+	must(t, os.WriteFile(filepath.Join(dir, "a-1.log"), []byte("one\nmore\n"), 0o644))
+	clean := map[string]bool{filepath.Clean(dir): true}
+	later := now.Add(2 * time.Minute)
+	r := s.Scan(later, nil, clean)[0]
+	if !r.Reused || !r.At.Equal(later) || len(r.Entries) != 3 || r.Entries[0].Stat.Size != 4 {
+		t.Fatalf("reused %v at %v, %d entries, first size %d", r.Reused, r.At, len(r.Entries), r.Entries[0].Stat.Size)
+	}
+	if !r.Entries[1].Writing {
+		t.Fatal("a segment past quiesce held open by a writer was not rechecked on reuse")
+	}
+	if r.FS.Total == 0 {
+		t.Fatal("free space not refreshed")
+	}
+	// Not vouched for: read again, and the changes are seen.
+	r = s.Scan(later, nil, nil)[0]
+	if r.Reused || len(r.Entries) != 4 || r.Entries[0].Stat.Size != 9 {
+		t.Fatalf("full scan: reused %v, %d entries, first size %d", r.Reused, len(r.Entries), r.Entries[0].Stat.Size)
+	}
+	// A stream never scanned successfully cannot be reused.
+	gone := stream(filepath.Join(dir, "missing"), "*.log", "name")
+	s2 := New([]config.Stream{gone}, Options{})
+	defer s2.Close()
+	if r := s2.Scan(later, nil, map[string]bool{filepath.Clean(gone.Dir): true})[0]; r.Reused || r.Err == nil {
+		t.Fatalf("missing dir: reused %v, err %v", r.Reused, r.Err)
 	}
 }

@@ -53,10 +53,12 @@ func NewWatcher(dirs []string, debounce time.Duration, log *zap.Logger) (*Watche
 	return w, nil
 }
 
-// Ensure adds watches for dirs not watched yet (a dir created after start).
+// Ensure adds watches for dirs not watched yet (a dir created after start). A dir
+// whose watch is new is marked dirty: whatever changed in it before the watch
+// existed is seen by the rescan that follows.
 func (w *Watcher) Ensure(dirs []string) {
+	var added []string
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, d := range dirs {
 		if w.mu.watched[d] {
 			continue
@@ -65,7 +67,33 @@ func (w *Watcher) Ensure(dirs []string) {
 			continue // missing for now; the periodic scan reports it
 		}
 		w.mu.watched[d] = true
+		added = append(added, d)
 	}
+	w.mu.Unlock()
+	for _, d := range added {
+		w.mark(d, false)
+	}
+}
+
+// Quiet returns the watched directories with no event pending: nothing in them
+// changed since the last Take, as far as inotify can tell. Call it right after
+// Take; it is empty after a queue overflow or watch error until the next Take.
+// inotify does not see writes through a shared mmap, nor changes on another
+// host's view of a network filesystem, so callers still scan everything now and
+// then.
+func (w *Watcher) Quiet() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]bool{}
+	if w.mu.full {
+		return out
+	}
+	for d := range w.mu.watched {
+		if !w.mu.dirty[d] {
+			out[d] = true
+		}
+	}
+	return out
 }
 
 // C fires (coalesced) when some directory needs a rescan; call Take to learn which.

@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+)
+
+// passLog is the debug "pass" line of one cycle.
+type passLog struct {
+	reread, reused int64
+	hot            int64
+}
+
+// passCore sends every "pass" entry to a channel (and drops the rest).
+type passCore struct {
+	zapcore.LevelEnabler
+	ch     chan passLog
+	fields []zapcore.Field
+}
+
+func (c *passCore) With(f []zapcore.Field) zapcore.Core {
+	return &passCore{c.LevelEnabler, c.ch, append(append([]zapcore.Field{}, c.fields...), f...)}
+}
+func (c *passCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == "pass" {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+func (c *passCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	c.ch <- passLog{reread: int64(enc.Fields["streams_reread"].(int64)), reused: int64(enc.Fields["streams_reused"].(int64)),
+		hot: enc.Fields["hot_bytes"].(int64)}
+	return nil
+}
+func (c *passCore) Sync() error { return nil }
+
+// With inotify watching, a tick re-reads only directories that had an event: an
+// idle directory is vouched unchanged (its previous scan reused), a write is seen
+// through its event, and every fullScanEvery a tick re-reads everything anyway.
+func TestRunRereadsOnlyWhatChanged(t *testing.T) {
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for i := 1; i <= 3; i++ {
+		p := filepath.Join(logs, fmt.Sprintf("app-%d.log", i))
+		if err := os.WriteFile(p, []byte("0123456789"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`state_dir: %s/state
+scan_interval: 20ms
+load: {enabled: false}
+compaction: {threshold: 1000000}
+archive: {cold_dir: %s/cold, max_hot_bytes: 1GiB}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, dir, dir, logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if every := fullScanEvery(cfg); every != 200*time.Millisecond {
+		t.Fatalf("fullScanEvery = %v", every)
+	}
+	passes := make(chan passLog, 1000)
+	log := zap.New(&passCore{LevelEnabler: zapcore.DebugLevel, ch: passes})
+	d, err := Open(cfg, Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, nil, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	next := func() passLog {
+		t.Helper()
+		select {
+		case p := <-passes:
+			return p
+		case <-time.After(30 * time.Second):
+			t.Fatal("no pass")
+		}
+		return passLog{}
+	}
+	if p := next(); p.reread != 1 || p.hot != 30 {
+		t.Fatalf("first pass %+v", p)
+	}
+	// Idle: passes reuse the scan, and a full re-read comes back at least every
+	// fullScanEvery (no event happened, so nothing else makes it re-read).
+	reused, reread := 0, 0
+	for n := 0; reused < 3 || reread < 2; n++ {
+		if n > 200 {
+			t.Fatalf("after %d idle passes: %d streams reused, %d re-read", n, reused, reread)
+		}
+		p := next()
+		reused += int(p.reused)
+		reread += int(p.reread)
+		if p.hot != 30 {
+			t.Fatalf("idle pass %+v", p)
+		}
+	}
+	// A write is an event: the next passes see it.
+	f, err := os.OpenFile(filepath.Join(logs, "app-2.log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("more\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for p := next(); p.hot != 35; p = next() {
+		if p.hot != 30 {
+			t.Fatalf("pass %+v", p)
+		}
+	}
+}
