@@ -13,7 +13,9 @@ DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST     ?= dist
 DEB_VERSION ?= $(shell git describe --tags 2>/dev/null | sed 's/^v//' || true)
 
-.PHONY: all build test unit fuzz lint demo bench clean install deb
+SOAK     ?= 10m
+
+.PHONY: all build test unit fuzz lint demo bench soak clean install deb
 
 all: build
 
@@ -47,6 +49,12 @@ lint:
 demo: build
 	$(GO) build -o bin/demowriter ./scripts/demowriter
 	./scripts/demo.sh
+
+# Writers rotating both ways, the daemon merging and archiving (cold on a tmpfs)
+# and killed -9 every 1-5 s, for $(SOAK); then the ledger check (TestSoak in
+# cmd/logcompactd; root, for the tmpfs). `make test` runs it for one minute.
+soak:
+	LCD_SOAK=$(SOAK) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./cmd/logcompactd
 
 # Benchmarks recorded in BENCHMARKS.md (regenerate with `make bench`).
 bench:

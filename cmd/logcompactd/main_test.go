@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		rotatingWriter(spec)
 		return
 	}
+	if spec := os.Getenv("LCD_TEST_SOAKWRITER"); spec != "" {
+		soakWriter(spec)
+		return
+	}
 	dir, err := os.MkdirTemp("", "lcd-bin")
 	if err != nil {
 		panic(err)

@@ -249,7 +249,9 @@ func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, o
 	var dst io.WriteCloser
 	switch j.Compress {
 	case "zstd":
-		dst, err = zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedDefault))
+		// One goroutine per job: the worker pool is the parallelism, and the
+		// default (GOMAXPROCS block encoders) costs ~10 MiB per job in buffers.
+		dst, err = zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
 	case "gzip":
 		dst, err = gzip.NewWriterLevel(cw, gzip.DefaultCompression)
 	default:
@@ -308,7 +310,7 @@ func verify(f *os.File, compress string, size int64, crc uint32) error {
 	var r io.Reader = f
 	switch compress {
 	case "zstd":
-		zr, err := zstd.NewReader(f)
+		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			return fmt.Errorf("verify archive: %w", err)
 		}

@@ -403,7 +403,7 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 				if j.Compress == "gzip" {
 					comp, err = gzip.NewWriterLevel(cw, gzip.DefaultCompression)
 				} else {
-					comp, err = zstd.NewWriter(cw)
+					comp, err = zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1)) // the worker pool is the parallelism
 				}
 				if err != nil {
 					return c, 0, err
