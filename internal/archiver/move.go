@@ -179,7 +179,7 @@ func (e *Env) moveByCopy(ctx context.Context, j MoveJob, lease *fsx.Lease, ref f
 		return abort(err)
 	}
 	e.Step("archive:created")
-	srcCRC, written, outCRC, err := e.copyCompressed(ctx, j, lease, f)
+	srcCRC, written, outCRC, err := e.copyCompressed(ctx, j, lease, f, fsx.NewWriteBehind(f, 0))
 	if err != nil {
 		return abort(err)
 	}
@@ -244,7 +244,7 @@ func (e *Env) finish(hot *fsx.Dir, op fsx.Op) error {
 }
 
 // copyCompressed streams the source through the compressor into out.
-func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, out io.Writer) (srcCRC uint32, written int64, outCRC uint32, err error) {
+func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, out io.Writer, wb *fsx.WriteBehind) (srcCRC uint32, written int64, outCRC uint32, err error) {
 	cw := &fsx.ChecksumWriter{W: out}
 	var dst io.WriteCloser
 	switch j.Compress {
@@ -278,6 +278,7 @@ func (e *Env) copyCompressed(ctx context.Context, j MoveJob, lease *fsx.Lease, o
 			if _, err := dst.Write(buf[:k]); err != nil {
 				return 0, 0, 0, fmt.Errorf("write archive: %w", err)
 			}
+			wb.Advance(cw.N)
 			srcCRC = fsx.UpdateChecksum(srcCRC, buf[:k])
 			n += int64(k)
 		}

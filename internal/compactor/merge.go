@@ -158,9 +158,9 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	var commit fsx.Commit
 	var read int64
 	if j.Compress == "none" {
-		commit, read, err = e.copyRaw(ctx, j, leases, out)
+		commit, read, err = e.copyRaw(ctx, j, leases, out, fsx.NewWriteBehind(out, 0))
 	} else {
-		commit, read, err = e.copyInputs(ctx, j, leases, out)
+		commit, read, err = e.copyInputs(ctx, j, leases, out, fsx.NewWriteBehind(out, 0))
 	}
 	if err != nil {
 		closeOut()
@@ -250,7 +250,7 @@ func (e *Env) finish(d *fsx.Dir, op fsx.Op) error {
 // chunks. The checksums are then taken in one read-back pass over the output,
 // which also verifies what the kernel wrote: the CRC of each input's range and
 // the CRC of the whole output.
-func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out *os.File) (fsx.Commit, int64, error) {
+func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out *os.File, wb *fsx.WriteBehind) (fsx.Commit, int64, error) {
 	const pace = 1 << 20 // the pacer's unit
 	chunk := int64(e.ChunkSize)
 	if chunk <= 0 {
@@ -289,6 +289,7 @@ func (e *Env) copyRaw(ctx context.Context, j MergeJob, leases []*fsx.Lease, out 
 			if k == 0 {
 				return c, 0, fmt.Errorf("input %q ended at %d of %d bytes: %w", j.InputNames[i], off, size, ErrInputChanged)
 			}
+			wb.Advance(pos + off)
 		}
 		pos += size
 		if enc == encText && size > 0 {
@@ -365,7 +366,7 @@ func copyChunk(in *os.File, off *int64, out *os.File, n int) (int, error) {
 
 // copyInputs streams every input into out, in order, through the pacer,
 // compressing text inputs (compress: gzip|zstd).
-func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, out io.Writer) (fsx.Commit, int64, error) {
+func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, out io.Writer, wb *fsx.WriteBehind) (fsx.Commit, int64, error) {
 	chunk := e.ChunkSize
 	if chunk <= 0 {
 		chunk = 1 << 20
@@ -432,6 +433,7 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 				if _, err := dst.Write(buf[:k]); err != nil {
 					return c, 0, fmt.Errorf("write output: %w", err)
 				}
+				wb.Advance(cw.N)
 				crc = fsx.UpdateChecksum(crc, buf[:k])
 				n64 += int64(k)
 				lastByte = buf[k-1]

@@ -196,3 +196,40 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// WriteBehind asks for writeback every WriteBehindBytes on a real file, and
+// turns itself off on a file that does not support it (a pipe), silently.
+func TestWriteBehind(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	wb := NewWriteBehind(f, 0)
+	chunk := make([]byte, 1<<20)
+	var n int64
+	for i := 0; i < 3*WriteBehindBytes>>20; i++ {
+		k, err := f.Write(chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += int64(k)
+		wb.Advance(n)
+	}
+	if wb.off || wb.synced != 3*WriteBehindBytes {
+		t.Fatalf("after %d bytes: off %v, writeback requested up to %d", n, wb.off, wb.synced)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	pw := NewWriteBehind(w, 0)
+	pw.Advance(2 * WriteBehindBytes)
+	if !pw.off {
+		t.Fatal("sync_file_range on a pipe did not turn write-behind off")
+	}
+	var none *WriteBehind
+	none.Advance(1 << 30) // a nil WriteBehind is a no-op
+}
