@@ -24,8 +24,8 @@ for i in $(seq 1 "$N"); do
 done
 input=$(du -cb "$work"/src/*.log | tail -1 | cut -f1)
 now() { date +%s.%N; }
-report() { # name seconds outbytes
-  awk -v n="$1" -v s="$2" -v o="$3" -v i="$input" 'BEGIN { printf "%-52s %8.1f MB/s   ratio %5.2f   (%.2f s, %d -> %d bytes)\n", n, i/s/1e6, i/o, s, i, o }'
+report() { # key seconds outbytes
+  awk -v n="$1" -v s="$2" -v o="$3" -v i="$input" 'BEGIN { printf "ARCHIVE who=%s mb_s=%.1f ratio=%.2f seconds=%.2f in=%d out=%d\n", n, i/s/1e6, i/o, s, i, o }'
 }
 fresh() { rm -rf "$work/$1"; mkdir -p "$work/$1"; cp "$work"/src/*.log "$work/$1/"; sync; }
 echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs; $N files, $((input >> 20)) MiB of generated log lines"
@@ -44,8 +44,8 @@ streams:
   - {name: app, dir: $work/hot-$c, pattern: "app-*.log"}
 YAML
   t0=$(now); ./bin/logcompactd --config "$work/$c.yaml" --log-level warn once; t1=$(now)
-  label="unpaced"; [ "$rate" != 0 ] && label="max_rate $rate, the default"
-  report "logcompactd archive ($c, $label)" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work/cold-$c"/app/* | tail -1 | cut -f1)"
+  label="unpaced"; [ "$rate" != 0 ] && label="paced"
+  report "logcompactd-$c-$label" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work/cold-$c"/app/* | tail -1 | cut -f1)"
 done
 
 fresh lr
@@ -59,8 +59,8 @@ $work/lr/*.log {
 }
 CONF
 t0=$(now); logrotate -f -s "$work/lr.state" "$work/lr.conf"; t1=$(now)
-report "logrotate compress (gzip -6)" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work"/lr/*.gz | tail -1 | cut -f1)"
+report "logrotate-gzip" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work"/lr/*.gz | tail -1 | cut -f1)"
 
 fresh zs
 t0=$(now); zstd -3 -q --rm "$work"/zs/*.log; sync; t1=$(now)
-report "zstd -3 command (one thread)" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work"/zs/*.zst | tail -1 | cut -f1)"
+report "zstd-3" "$(echo "$t1 - $t0" | bc)" "$(du -cb "$work"/zs/*.zst | tail -1 | cut -f1)"

@@ -6,11 +6,11 @@
 # (VmRSS at the end, VmHWM = peak including the first scan).
 #
 #   scripts/bench-idle.sh [DIRS] [PER_DIR]       (default 1 100000)
-#   IDLE_SECONDS=660 (default: covers a full safety-net scan at 5 min and the
-#   first 10-minute lease re-checks)
+#   IDLE_SECONDS=330 (default: covers the safety-net full scan, every 5 min at
+#   scan_interval 30s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dirs=${1:-1} per=${2:-100000} secs=${IDLE_SECONDS:-660}
+dirs=${1:-1} per=${2:-100000} secs=${IDLE_SECONDS:-330}
 [ -x bin/logcompactd ] || make -s build
 work=$(mktemp -d "${TMPDIR:-/tmp}/lcd-bench-idle.XXXXXX")
 pid=
@@ -56,5 +56,5 @@ rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status") hwm=$(awk '/VmHWM/ {print $2
 n=$((dirs * per))
 awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v hz="$hz" -v rss="$rss" -v hwm="$hwm" -v n="$n" -v d="$dirs" -v p="$per" 'BEGIN {
   cpu = (t1 - t0) / hz / (s1 - s0) * 100
-  printf "idle %d dirs x %d segments: CPU %.2f%% of a core over %.0f s; RSS %.1f MiB (%.0f B/segment), peak %.1f MiB\n",
-    d, p, cpu, s1 - s0, rss / 1024, rss * 1024 / n, hwm / 1024 }'
+  printf "IDLE dirs=%d per_dir=%d seconds=%.0f cpu_pct=%.3f rss_mib=%.1f bytes_per_segment=%.0f peak_mib=%.1f\n",
+    d, p, s1 - s0, cpu, rss / 1024, rss * 1024 / n, hwm / 1024 }'

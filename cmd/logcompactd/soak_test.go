@@ -315,6 +315,9 @@ streams:
 		"%d lost, %d duplicated; %d merges and %d archivals logged; %d files at the end; peak RSS of an instance median %.1f MiB, max %.1f MiB; "+
 		"RSS of the long-lived one %s MiB; state dir %d bytes",
 		dur, seed, kills, inFlight, total, lost, dup, merges, archives, files, float64(peaks[len(peaks)/2])/1024, float64(peakKiB)/1024, mib(rssKiB), stateBytes)
+	// The same, for make bench's table (scripts/benchtable).
+	t.Logf("SOAK seconds=%.0f kills=%d in_flight=%d lines=%d lost=%d duplicated=%d merges=%d archivals=%d peak_mib=%.1f state_bytes=%d",
+		dur.Seconds(), kills, inFlight, total, lost, dup, merges, archives, float64(peakKiB)/1024, stateBytes)
 	if lost+dup > 0 {
 		t.Fatalf("%d lines lost, %d duplicated (seed %d)", lost, dup, seed)
 	}

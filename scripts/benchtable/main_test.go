@@ -1,0 +1,89 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `# MACHINE os="Debian GNU/Linux 12" kernel=6.18 cpus=2 cpu="AMD EPYC" mem_gib=24 tmp_fs=ext4 disk_fs=ext4 go=go1.26.8 uid=0 date=2026-11-24
+BenchmarkScan/1dir-100k/cold-2         	       5	2000000000 ns/op	     20000 ns/segment
+BenchmarkScan/1dir-100k/warm-2         	       5	 400000000 ns/op	      4000 ns/segment
+BenchmarkScan/1dir-100k/warm-2         	       5	 380000000 ns/op	      3800 ns/segment
+BenchmarkScan/1dir-100k/warm-2         	       5	 900000000 ns/op	      9000 ns/segment
+BenchmarkScan/1000dirs-100/cold-2      	       5	1600000000 ns/op	     16000 ns/segment
+BenchmarkScan/1000dirs-100/warm-2      	       5	 400000000 ns/op	      4000 ns/segment
+BenchmarkFind/1dir-100k-2              	       5	 300000000 ns/op	      3000 ns/segment
+BenchmarkFind/1000dirs-100-2           	       5	 250000000 ns/op	      2500 ns/segment
+BenchmarkPass100k/full-2         	      5	 288000000 ns/op	        70.00 save-history-ms	40688153 B/op	  210277 allocs/op
+BenchmarkPass100k/unchanged-2    	      5	  52000000 ns/op	        66.00 save-history-ms	13232405 B/op	   10033 allocs/op
+BenchmarkTrackerMemory/idle-100k-2         	       3	3288666541 ns/op	       132.5 B/segment
+BenchmarkTrackerMemory/growing-100k-2      	       3	3048436366 ns/op	       612.5 B/segment
+BenchmarkMergeVsCat-2   	5	 220000000 ns/op	 125.0 cat+fsync-ms	 220.0 merge-ms	 1.76 merge/cat	 1.40 commit/cat
+BenchmarkMergeMaxRate-2 	5	4000000000 ns/op	  33.55 MB/s
+BenchmarkPredictionVsReaction/predictive-2 	1	1 ns/op	 0.69 peak/cap	 0 s-over-cap	 74 GB-archived
+BenchmarkPredictionVsReaction/reactive-60s-2 	1	1 ns/op	 1.05 peak/cap	 360 s-over-cap	 71 GB-archived
+BenchmarkPredictionVsReaction/hourly-2 	1	1 ns/op	 1.60 peak/cap	 15436 s-over-cap	 71 GB-archived
+ARCHIVE who=logcompactd-zstd-unpaced mb_s=250.0 ratio=4.35 seconds=0.8 in=1 out=1
+ARCHIVE who=logcompactd-gzip-unpaced mb_s=170.0 ratio=4.35 seconds=1.2 in=1 out=1
+ARCHIVE who=logcompactd-zstd-paced mb_s=61.0 ratio=4.35 seconds=3.4 in=1 out=1
+ARCHIVE who=logrotate-gzip mb_s=45.0 ratio=4.38 seconds=4.6 in=1 out=1
+ARCHIVE who=zstd-3 mb_s=235.0 ratio=4.33 seconds=0.9 in=1 out=1
+FG scenario=unpaced max_rate=0 load=false size_mib=1024 merge_s=2.94 merge_mib_s=348.2 base_p50_us=174 base_p99_us=344 base_max_us=1654 p50_us=251 p99_us=16357 max_us=25373 appends=973
+FG scenario=rate+load max_rate=64MiB/s load=true size_mib=1024 merge_s=23.83 merge_mib_s=43.0 base_p50_us=176 base_p99_us=392 base_max_us=3397 p50_us=233 p99_us=4773 max_us=17539 appends=11490
+FG scenario=rate max_rate=64MiB/s load=false size_mib=1024 merge_s=16.48 merge_mib_s=62.1 base_p50_us=187 base_p99_us=386 base_max_us=1304 p50_us=246 p99_us=7180 max_us=32844 appends=7797
+FG scenario=load max_rate=0 load=true size_mib=1024 merge_s=3.03 merge_mib_s=338.1 base_p50_us=213 base_p99_us=533 base_max_us=2858 p50_us=317 p99_us=17650 max_us=28598 appends=949
+IDLE dirs=1 per_dir=100000 seconds=330 cpu_pct=0.250 rss_mib=82.8 bytes_per_segment=868 peak_mib=82.8
+IDLE dirs=1000 per_dir=100 seconds=330 cpu_pct=1.500 rss_mib=80.1 bytes_per_segment=840 peak_mib=83.4
+    soak_test.go:317: SOAK seconds=600 kills=163 in_flight=51 lines=10039126 lost=0 duplicated=0 merges=2171 archivals=698 peak_mib=51.1 state_bytes=941777
+`
+
+func generate(t *testing.T, raw string) (string, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "latest.txt")
+	if err := os.WriteFile(p, []byte(raw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	err := run(p, &b)
+	return b.String(), err
+}
+
+func TestTableFromRawOutput(t *testing.T) {
+	out, err := generate(t, sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| Full scan, steady state, 1 dir × 100,000 |",
+		"| 0.40 s | `find DIR -printf '%s\\n'` 0.30 s | 1.33 | ≤ 2× find: **met** |", // median of 0.38, 0.40, 0.90
+		"0.25 % of a core | goal 1 % | 0.25 | < 1 %: **met** |",
+		"1.50 % of a core | goal 1 % | 1.50 | < 1 %: **short** |",
+		"| 1.76 (median of per-run ratios) | ≤ 1.1: **short** |",
+		"10039126 lines, 0 lost, 0 duplicated",
+		"4.8 ms (p50 0.23 ms, max 18 ms; merge 24 s)",
+		"Machine for every row: 2 CPUs (AMD EPYC), 24 GiB; Debian GNU/Linux 12",
+		"## How each row is measured",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+	if n := strings.Count(out, "\n| "); n != 24 {
+		t.Errorf("%d table lines (header + rows), want 24 (header + 23 rows)", n)
+	}
+}
+
+func TestMissingMeasurementIsAnError(t *testing.T) {
+	var kept []string
+	for _, l := range strings.Split(sample, "\n") {
+		if !strings.Contains(l, "SOAK") && !strings.HasPrefix(l, "BenchmarkFind/1000dirs") {
+			kept = append(kept, l)
+		}
+	}
+	_, err := generate(t, strings.Join(kept, "\n"))
+	if err == nil || !strings.Contains(err.Error(), "SOAK") || !strings.Contains(err.Error(), "BenchmarkFind/1000dirs-100") {
+		t.Fatalf("err = %v", err)
+	}
+}
