@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/testutil"
@@ -314,5 +316,26 @@ func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
 	defer s2.Close()
 	if r := s2.Scan(later, nil, map[string]bool{filepath.Clean(gone.Dir): true})[0]; r.Reused || r.Err == nil {
 		t.Fatalf("missing dir: reused %v, err %v", r.Reused, r.Err)
+	}
+}
+
+// A directory that cannot be watched for another reason than not existing yet
+// (here a symlink loop: ELOOP; in production the inotify watch limit) is said
+// once, since it will be re-read every tick; a missing one is not.
+func TestUnwatchableDirIsLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	loop := filepath.Join(dir, "loop")
+	must(t, os.Symlink(loop, loop))
+	core, logs := observer.New(zap.WarnLevel)
+	w, err := NewWatcher([]string{loop, filepath.Join(dir, "missing")}, 10*time.Millisecond, zap.New(core))
+	must(t, err)
+	defer w.Close()
+	w.Ensure([]string{loop, filepath.Join(dir, "missing")})
+	got := logs.FilterMessage("cannot watch directory: re-reading it every scan_interval").All()
+	if len(got) != 1 || got[0].ContextMap()["dir"] != loop {
+		t.Fatalf("warnings: %v", logs.All())
+	}
+	if q := w.Quiet(); q[loop] {
+		t.Fatal("an unwatched dir counted as quiet")
 	}
 }

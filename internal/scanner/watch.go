@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"errors"
+	"io/fs"
 	"path/filepath"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ type Watcher struct {
 		full    bool
 		armed   bool
 		watched map[string]bool
+		warned  map[string]bool
 		timer   *time.Timer
 	}
 }
@@ -47,6 +49,7 @@ func NewWatcher(dirs []string, debounce time.Duration, log *zap.Logger) (*Watche
 	w := &Watcher{w: fw, log: log, debounce: debounce, trigger: make(chan struct{}, 1), done: make(chan struct{})}
 	w.mu.dirty = map[string]bool{}
 	w.mu.watched = map[string]bool{}
+	w.mu.warned = map[string]bool{}
 	w.Ensure(dirs)
 	w.wg.Add(1)
 	go w.loop()
@@ -64,8 +67,16 @@ func (w *Watcher) Ensure(dirs []string) {
 			continue
 		}
 		if err := w.w.Add(d); err != nil {
-			continue // missing for now; the periodic scan reports it
+			// Missing for now (the periodic scan reports it), or the watch limit
+			// (fs.inotify.max_user_watches) is reached: the dir is then re-read
+			// every tick, which costs CPU at scale, so say so once.
+			if !errors.Is(err, fs.ErrNotExist) && !w.mu.warned[d] {
+				w.mu.warned[d] = true
+				w.log.Warn("cannot watch directory: re-reading it every scan_interval", zap.String("dir", d), zap.Error(err))
+			}
+			continue
 		}
+		delete(w.mu.warned, d)
 		w.mu.watched[d] = true
 		added = append(added, d)
 	}
