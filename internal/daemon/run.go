@@ -254,8 +254,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			// re-read; the others, and every dir every fullScanEvery, are.
 			var unchanged map[string]bool
 			if w != nil {
-				_, full := w.Take()
-				if quiet := w.Quiet(); !full && d.opts.Now().Sub(lastFull) < fullScanEvery(d.cfg) {
+				if quiet := w.Tick(); d.opts.Now().Sub(lastFull) < fullScanEvery(d.cfg) {
 					unchanged = quiet
 				}
 			}

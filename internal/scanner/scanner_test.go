@@ -185,9 +185,6 @@ func TestWatcherCoalescesBursts(t *testing.T) {
 	if dirs, full := w.Take(); full || !dirs[a] || !dirs[b] {
 		t.Fatalf("first take = %v %v", dirs, full)
 	}
-	if q := w.Quiet(); !q[a] || !q[b] {
-		t.Fatalf("quiet after take = %v", q)
-	}
 
 	f, err := os.Create(filepath.Join(a, "burst.log"))
 	must(t, err)
@@ -198,9 +195,6 @@ func TestWatcherCoalescesBursts(t *testing.T) {
 	}
 	f.Close()
 	waitTrigger(t, w)
-	if q := w.Quiet(); q[a] || !q[b] {
-		t.Fatalf("quiet with an event pending in a = %v", q)
-	}
 	dirs, full := w.Take()
 	if full || !dirs[a] || dirs[b] {
 		t.Fatalf("take = %v %v", dirs, full)
@@ -335,7 +329,30 @@ func TestUnwatchableDirIsLoggedOnce(t *testing.T) {
 	if len(got) != 1 || got[0].ContextMap()["dir"] != loop {
 		t.Fatalf("warnings: %v", logs.All())
 	}
-	if q := w.Quiet(); q[loop] {
-		t.Fatal("an unwatched dir counted as quiet")
+	if q := w.Tick(); q == nil || q[loop] {
+		t.Fatalf("tick = %v: an unwatched dir counted as quiet", q)
+	}
+}
+
+// Tick tells which watched dirs had no event since the last Take or Tick, and
+// resets: a dir with a pending event is not quiet, and is quiet again after.
+func TestTickSeparatesQuietDirs(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	w, err := NewWatcher([]string{a, b}, 10*time.Millisecond, nil)
+	must(t, err)
+	defer w.Close()
+	if q := w.Tick(); q == nil || q[a] || q[b] {
+		t.Fatalf("first tick = %v: new watches must be re-read once", q)
+	}
+	if q := w.Tick(); !q[a] || !q[b] {
+		t.Fatalf("second tick = %v", q)
+	}
+	write(t, filepath.Join(a, "x.log"), "x", 0)
+	waitTrigger(t, w)
+	if q := w.Tick(); q[a] || !q[b] {
+		t.Fatalf("tick with an event in a = %v", q)
+	}
+	if q := w.Tick(); !q[a] || !q[b] {
+		t.Fatalf("tick after = %v", q)
 	}
 }

@@ -86,25 +86,27 @@ func (w *Watcher) Ensure(dirs []string) {
 	}
 }
 
-// Quiet returns the watched directories with no event pending: nothing in them
-// changed since the last Take, as far as inotify can tell. Call it right after
-// Take; it is empty after a queue overflow or watch error until the next Take.
-// inotify does not see writes through a shared mmap, nor changes on another
-// host's view of a network filesystem, so callers still scan everything now and
-// then.
-func (w *Watcher) Quiet() map[string]bool {
+// Tick is Take for a periodic pass: it resets what is pending and returns the
+// watched directories that had no event since the previous Take or Tick — nothing
+// in them changed, as far as inotify can tell — or nil when everything must be
+// re-read (a queue overflow or watch error). inotify does not see writes through
+// a shared mmap, nor changes made on another host's view of a network
+// filesystem, so callers still re-read everything now and then.
+func (w *Watcher) Tick() (quiet map[string]bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := map[string]bool{}
-	if w.mu.full {
-		return out
+	dirty, full := w.mu.dirty, w.mu.full
+	w.mu.dirty, w.mu.full = map[string]bool{}, false
+	if full {
+		return nil
 	}
+	quiet = map[string]bool{}
 	for d := range w.mu.watched {
-		if !w.mu.dirty[d] {
-			out[d] = true
+		if !dirty[d] {
+			quiet[d] = true
 		}
 	}
-	return out
+	return quiet
 }
 
 // C fires (coalesced) when some directory needs a rescan; call Take to learn which.
