@@ -160,7 +160,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (res MergeResult, err error
 	if j.Compress == "none" {
 		commit, read, err = e.copyRaw(ctx, j, leases, out, fsx.NewWriteBehind(out, 0))
 	} else {
-		commit, read, err = e.copyInputs(ctx, j, leases, out, fsx.NewWriteBehind(out, 0))
+		commit, read, err = e.copyInputs(ctx, j, leases, fsx.NewWriteBehind(out, 0))
 	}
 	if err != nil {
 		closeOut()
@@ -366,7 +366,7 @@ func copyChunk(in *os.File, off *int64, out *os.File, n int) (int, error) {
 
 // copyInputs streams every input into out, in order, through the pacer,
 // compressing text inputs (compress: gzip|zstd).
-func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, out io.Writer, wb *fsx.WriteBehind) (fsx.Commit, int64, error) {
+func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, out io.Writer) (fsx.Commit, int64, error) {
 	chunk := e.ChunkSize
 	if chunk <= 0 {
 		chunk = 1 << 20
@@ -404,7 +404,9 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 				if j.Compress == "gzip" {
 					comp, err = gzip.NewWriterLevel(cw, gzip.DefaultCompression)
 				} else {
-					comp, err = zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1)) // the worker pool is the parallelism
+					// As archival's (internal/archiver/move.go): a 1 MiB window; one
+					// goroutine, since merges of different streams run side by side.
+					comp, err = zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
 				}
 				if err != nil {
 					return c, 0, err
@@ -433,7 +435,6 @@ func (e *Env) copyInputs(ctx context.Context, j MergeJob, leases []*fsx.Lease, o
 				if _, err := dst.Write(buf[:k]); err != nil {
 					return c, 0, fmt.Errorf("write output: %w", err)
 				}
-				wb.Advance(cw.N)
 				crc = fsx.UpdateChecksum(crc, buf[:k])
 				n64 += int64(k)
 				lastByte = buf[k-1]

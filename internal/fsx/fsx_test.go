@@ -208,7 +208,7 @@ func TestWriteBehind(t *testing.T) {
 	wb := NewWriteBehind(f, 0)
 	chunk := make([]byte, 1<<20)
 	var n int64
-	for i := 0; i < 3*WriteBehindBytes>>20; i++ {
+	for i := 0; i < (3*WriteBehindBytes+WriteBehindLag)>>20; i++ {
 		k, err := f.Write(chunk)
 		if err != nil {
 			t.Fatal(err)
@@ -216,8 +216,23 @@ func TestWriteBehind(t *testing.T) {
 		n += int64(k)
 		wb.Advance(n)
 	}
-	if wb.off || wb.synced != 3*WriteBehindBytes {
-		t.Fatalf("after %d bytes: off %v, writeback requested up to %d", n, wb.off, wb.synced)
+	if wb.off || wb.started != 3*WriteBehindBytes+WriteBehindLag {
+		t.Fatalf("after %d bytes: off %v, writeback requested up to %d", n, wb.off, wb.started)
+	}
+	// As a writer in front of the file, it counts what passes.
+	g, err := os.Create(filepath.Join(t.TempDir(), "out2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	gw := NewWriteBehind(g, 0)
+	for i := 0; i < 2*WriteBehindBytes>>20; i++ {
+		if _, err := gw.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if gw.off || gw.started != 2*WriteBehindBytes {
+		t.Fatalf("as a writer: off %v, writeback requested up to %d", gw.off, gw.started)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -6,38 +6,63 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WriteBehindBytes is how much a job may write before it asks the kernel to
-// start writing it to disk.
-const WriteBehindBytes = 1 << 20
+const (
+	// WriteBehindBytes is how much a job writes between requests to the kernel to
+	// start writing its output to disk.
+	WriteBehindBytes = 1 << 20
+	// WriteBehindLag is how much of the output may be in flight (dirty or under
+	// writeback) before the job waits for the oldest of it.
+	WriteBehindLag = 8 << 20
+)
 
 // WriteBehind keeps a job's output from piling up in the page cache (what
-// Pebble calls bytes_per_sync): every WriteBehindBytes written it waits for the
-// writeback it started last time and starts writeback of everything written
-// since (sync_file_range WAIT_BEFORE|WRITE over the file so far). The disk then
-// sees the job's writes at the job's paced rate, and the final fsync has little
-// left to flush, instead of a burst of the whole output that stalls every other
-// writer's fsync on the same disk. It is advisory: durability still comes from
-// the fsync; a filesystem without sync_file_range just skips it.
+// Pebble calls bytes_per_sync): every WriteBehindBytes written it starts
+// writeback of the new range (sync_file_range WRITE, asynchronous), and waits
+// for the writeback of what lies more than WriteBehindLag behind
+// (WAIT_BEFORE). The disk then sees the job's writes at the job's paced rate,
+// with at most ~WriteBehindLag outstanding, and the final fsync has little left
+// to flush — instead of a burst of the whole output that stalls every other
+// writer's fsync on the same disk. Waiting only for old ranges keeps the copy and
+// the disk working in parallel. It is advisory: durability still comes from the
+// fsync; a file that does not support sync_file_range just skips it.
+//
+// Use it as the io.Writer in front of the file (then it counts what passes), or
+// call Advance after writing to the file by other means (copy_file_range).
 type WriteBehind struct {
-	f      *os.File
-	synced int64
-	off    bool
+	f       *os.File
+	size    int64 // bytes written through Write
+	started int64 // writeback requested for [0, started)
+	off     bool
+}
+
+// Write writes p to the file and advances.
+func (w *WriteBehind) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.size += int64(n)
+	w.Advance(w.size)
+	return n, err
 }
 
 // NewWriteBehind starts tracking f, whose first start bytes are already written.
 func NewWriteBehind(f *os.File, start int64) *WriteBehind {
-	return &WriteBehind{f: f, synced: start}
+	return &WriteBehind{f: f, size: start, started: start}
 }
 
 // Advance tells how many bytes the file holds now.
 func (w *WriteBehind) Advance(size int64) {
-	if w == nil || w.off || size-w.synced < WriteBehindBytes {
+	if w == nil || w.off || size-w.started < WriteBehindBytes {
 		return
 	}
-	err := unix.SyncFileRange(int(w.f.Fd()), 0, size, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE)
-	if err != nil {
+	fd := int(w.f.Fd())
+	if old := w.started - WriteBehindLag; old > 0 {
+		if err := unix.SyncFileRange(fd, 0, old, unix.SYNC_FILE_RANGE_WAIT_BEFORE); err != nil {
+			w.off = true
+			return
+		}
+	}
+	if err := unix.SyncFileRange(fd, w.started, size-w.started, unix.SYNC_FILE_RANGE_WRITE); err != nil {
 		w.off = true // ESPIPE, EINVAL, ENOSYS: not for this file; the fsync does it all
 		return
 	}
-	w.synced = size
+	w.started = size
 }
