@@ -12,6 +12,7 @@ import (
 	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/loadprobe"
+	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
@@ -321,6 +322,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.probe.Start()
 	d.last = map[string]scanner.Result{}
 	d.prev = map[string]string{}
+	d.segBuf = map[string][]model.Segment{}
 	d.setTiers(cfg)
 	d.cfg = cfg
 	if d.env != nil {
