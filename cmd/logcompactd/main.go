@@ -172,12 +172,14 @@ func withDaemon(g *globals, stderr io.Writer, o lcd.Options, fn func(*lcd.Daemon
 	return fn(d)
 }
 
-// runGCPercent is the GC target of `run` unless GOGC is set: each pass leaves
-// ~130 bytes of garbage per segment next to a live set of ~350-450 bytes per
-// segment, and with Go's default (100) the heap grows to twice the live set
-// between collections (RSS 96 MiB at 100,000 idle segments); 50 keeps it at
-// 83 MiB for a collection every pass or two (~10-25 ms of CPU each at that size).
-const runGCPercent = 50
+// runGCPercent is the GC target of `run` unless GOGC is set. The daemon's live
+// set is long-lived (per segment: the scan entry, growth windows, the lease
+// answer, the reused snapshot list; ~470 bytes) and a quiet pass makes almost no
+// garbage, so collections are rare either way; what the target decides is the
+// headroom above the live set, which Go's default (100) makes as large as the
+// live set itself. With 25, 100,000 idle segments sit at 74-86 MiB instead of
+// 94-100 MiB (scripts/bench-idle.sh).
+const runGCPercent = 25
 
 func cmdRun(g *globals, stderr io.Writer) error {
 	if os.Getenv("GOGC") == "" {
