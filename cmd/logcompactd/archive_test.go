@@ -20,56 +20,6 @@ import (
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
-// rotatingWriter ("dir:bytesPerSecond:rotateBytes") appends numbered lines
-// ("line 000000042\n") to app-000001.log, app-000002.log, ..., starting a new
-// segment after rotateBytes, until SIGTERM; then it prints the next line number.
-func rotatingWriter(spec string) {
-	f := strings.Split(spec, ":")
-	dir := f[0]
-	rate, _ := strconv.Atoi(f[1])
-	rotate, _ := strconv.Atoi(f[2])
-	stop := make(chan os.Signal, 1)
-	signalNotify(stop)
-	seq, line, size := 1, 0, 0
-	open := func() *os.File {
-		out, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("app-%06d.log", seq)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err != nil {
-			os.Exit(3)
-		}
-		return out
-	}
-	out := open()
-	tick := time.NewTicker(20 * time.Millisecond)
-	perTick := rate / 50 / 15 // 15-byte lines
-	for {
-		select {
-		case <-stop:
-			out.Close()
-			fmt.Println(line)
-			os.Exit(0)
-		case <-tick.C:
-			var b strings.Builder
-			for i := 0; i < perTick; i++ {
-				fmt.Fprintf(&b, "line %09d\n", line)
-				line++
-			}
-			n, err := out.WriteString(b.String())
-			if err != nil {
-				os.Exit(4)
-			}
-			size += n
-			if size >= rotate {
-				out.Close()
-				seq++
-				size = 0
-				out = open()
-			}
-		}
-	}
-}
-
-func signalNotify(c chan os.Signal) { signalNotifyFn(c, syscall.SIGTERM) }
-
 // allLines reads the hot segments and the cold archives (decompressed) of the
 // stream in natural order and returns their concatenation.
 func allLines(t *testing.T, hot, cold string) string {
@@ -87,33 +37,40 @@ func allLines(t *testing.T, hot, cold string) string {
 	sort.Slice(segs, func(i, j int) bool { return model.NaturalLess(segs[i].key, segs[j].key) })
 	var b strings.Builder
 	for _, s := range segs {
-		f, err := os.Open(s.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r io.Reader = f
-		if strings.HasSuffix(s.path, ".zst") {
-			zr, err := zstd.NewReader(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r = zr
-			defer zr.Close()
-		}
+		r, done := openSegment(t, s.path)
 		if _, err := io.Copy(&b, r); err != nil {
 			t.Fatalf("%s: %v", s.path, err)
 		}
-		f.Close()
+		done()
 	}
 	return b.String()
 }
 
+// openSegment opens a hot segment or a cold archive for reading, decompressing
+// when the name ends in .zst; done closes it.
+func openSegment(t *testing.T, path string) (r io.Reader, done func()) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(path, ".zst") {
+		return f, func() { f.Close() }
+	}
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zr, func() { zr.Close(); f.Close() }
+}
+
+// checkSequence checks that all holds the soak writer's lines "app 0 … n-1", in order.
 func checkSequence(t *testing.T, all string, n int) {
 	t.Helper()
 	sc := bufio.NewScanner(strings.NewReader(all))
 	i := 0
 	for sc.Scan() {
-		if want := fmt.Sprintf("line %09d", i); sc.Text() != want {
+		if want := fmt.Sprintf("app %09d", i); sc.Text() != want {
 			t.Fatalf("line %d is %q, want %q: a line lost or duplicated", i, sc.Text(), want)
 		}
 		i++
@@ -160,7 +117,7 @@ streams:
 	daemon, logs := e.startDaemon(n)
 
 	w := exec.Command(os.Args[0], "-test.run=^$")
-	w.Env = append(childEnv(), "LCD_TEST_ROTWRITER="+e.logs+":204800:131072")
+	w.Env = append(childEnv(), "LCD_TEST_SOAKWRITER=number:"+e.logs+":app:204800:131072")
 	wout, _ := w.StdoutPipe()
 	must(t, w.Start())
 	var peak, hotAtFirst int64 = 0, -1

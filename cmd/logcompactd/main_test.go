@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,10 +23,6 @@ var binary string
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("LCD_TEST_WRITER"); spec != "" {
 		writer(spec)
-		return
-	}
-	if spec := os.Getenv("LCD_TEST_ROTWRITER"); spec != "" {
-		rotatingWriter(spec)
 		return
 	}
 	if spec := os.Getenv("LCD_TEST_SOAKWRITER"); spec != "" {
@@ -508,8 +503,6 @@ func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
 		})
 	}
 }
-
-func signalNotifyFn(c chan os.Signal, sig ...os.Signal) { signal.Notify(c, sig...) }
 
 // TestWatchdogPingsComeFromTheMainLoop: with WatchdogSec set (WATCHDOG_USEC), the
 // daemon sends WATCHDOG=1 from its main loop; once the loop is stalled (test

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/testutil"
@@ -343,16 +340,8 @@ streams:
 // when it ends in .zst) to seen, and checks they increase within the file.
 func ledgerFile(t *testing.T, path string, seen map[string][]int) {
 	t.Helper()
-	f, err := os.Open(path)
-	must(t, err)
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".zst") {
-		zr, err := zstd.NewReader(f)
-		must(t, err)
-		defer zr.Close()
-		r = zr
-	}
+	r, done := openSegment(t, path)
+	defer done()
 	last := map[string]int{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
