@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -354,5 +355,26 @@ func TestTickSeparatesQuietDirs(t *testing.T) {
 	}
 	if q := w.Tick(); !q[a] || !q[b] {
 		t.Fatalf("tick after = %v", q)
+	}
+}
+
+// A reload's new scanner inherits the open-for-writing answers (re-taking
+// them all costs seconds at scale); the old one keeps none.
+func TestInheritKeepsLeaseAnswers(t *testing.T) {
+	dir := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		write(t, filepath.Join(dir, fmt.Sprintf("a-%d.log", i)), "x\n", time.Hour)
+	}
+	old := New([]config.Stream{stream(dir, "a-*.log", "name")}, Options{})
+	defer old.Close()
+	scanOne(t, old)
+	if len(old.leases) != 2 { // the newest segment is not checked
+		t.Fatalf("%d answers cached", len(old.leases))
+	}
+	s := New([]config.Stream{stream(dir, "a-*.log", "name")}, Options{})
+	defer s.Close()
+	s.Inherit(old)
+	if len(s.leases) != 2 || len(old.leases) != 0 {
+		t.Fatalf("after Inherit: new %d, old %d answers", len(s.leases), len(old.leases))
 	}
 }
