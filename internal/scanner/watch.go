@@ -95,8 +95,7 @@ func (w *Watcher) Ensure(dirs []string) {
 func (w *Watcher) Tick() (quiet map[string]bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	dirty, full := w.mu.dirty, w.mu.full
-	w.mu.dirty, w.mu.full = map[string]bool{}, false
+	dirty, full := w.takeLocked()
 	if full {
 		return nil
 	}
@@ -116,6 +115,10 @@ func (w *Watcher) C() <-chan struct{} { return w.trigger }
 func (w *Watcher) Take() (dirs map[string]bool, full bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.takeLocked()
+}
+
+func (w *Watcher) takeLocked() (dirs map[string]bool, full bool) {
 	dirs, full = w.mu.dirty, w.mu.full
 	w.mu.dirty, w.mu.full = map[string]bool{}, false
 	return dirs, full
