@@ -11,7 +11,6 @@ package fsx
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -42,6 +41,10 @@ type Dir struct {
 	dev  uint64
 	ino  uint64
 	mnt  uint64 // mount ID, 0 when the kernel does not report it
+
+	// beforeCapture, in tests only, runs between finding a file and capturing
+	// it: where a writer's rename races the capture.
+	beforeCapture func(name string)
 }
 
 // OpenDir opens path as a directory without following a symlink in its last component.
@@ -90,15 +93,11 @@ func (d *Dir) Close() error {
 
 // Names lists the directory's entries (without . and ..), read through the fd.
 func (d *Dir) Names() ([]string, error) {
-	nfd, err := unix.Dup(d.fd)
+	// A fresh open of "." rather than a dup: a dup shares its offset with every
+	// other dup, and jobs list the same directory concurrently.
+	nfd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("dup dir fd: %w", err)
-	}
-	unix.CloseOnExec(nfd)
-	// The dup shares the offset with d.fd; rewind so every listing starts at the top.
-	if _, err := unix.Seek(nfd, 0, io.SeekStart); err != nil {
-		unix.Close(nfd)
-		return nil, fmt.Errorf("rewind dir: %w", err)
+		return nil, &os.PathError{Op: "open dir", Path: d.path, Err: err}
 	}
 	f := os.NewFile(uintptr(nfd), d.path)
 	defer f.Close()

@@ -30,12 +30,31 @@ var ErrJournalCorrupt = errors.New("fsx: intent journal corrupt")
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const (
-	recBegin   byte = 1
-	recCreated byte = 2
-	recCommit  byte = 3
-	recDone    byte = 4
-	headerLen       = 10
+	recBegin    byte = 1
+	recCreated  byte = 2
+	recCommit   byte = 3
+	recDone     byte = 4
+	recRemoving byte = 5
+	headerLen        = 10
 )
+
+// OpKind names the protocol an operation follows. The names are stored in the
+// journal; only this package reads or writes them.
+type OpKind string
+
+const (
+	// KindMerge: inputs concatenated into a new output in their own directory.
+	KindMerge OpKind = "merge"
+	// KindArchive: one input copied (compressed, or as it is) into the cold tier.
+	KindArchive OpKind = "archive"
+	// KindMove: one input renamed into the cold tier (same filesystem, as it is).
+	KindMove OpKind = "move"
+)
+
+// ErrJournalFailed means an append to the journal failed (a write or an fsync):
+// its state on disk is unknown, so it takes no further record. Only a restart,
+// whose recovery re-reads what did reach the disk, makes it usable again.
+var ErrJournalFailed = errors.New("fsx: intent journal append failed; restart to recover")
 
 // FileRef identifies a file: its name in the op's dir and its identity.
 type FileRef struct {
@@ -65,7 +84,7 @@ func (r FileRef) SameFile(st Stat) bool {
 // Op is one journaled operation and what is known of its progress.
 type Op struct {
 	ID      uint64
-	Kind    string // "merge" | "archive"
+	Kind    OpKind
 	Stream  string
 	Dir     string // the managed dir's path, as configured
 	Dest    string // where Output and Temp live when not in Dir (archive: the cold subdir)
@@ -74,7 +93,22 @@ type Op struct {
 	Inputs  []FileRef
 	Created *FileRef // the temp file's identity, once created
 	Commit  *Commit
-	Done    bool
+	// Removing is journaled after a commit once every input was found: from then
+	// on an input that is gone was removed by the op itself.
+	Removing bool
+}
+
+// InputsInactive reports whether the op's inputs are committed into its output
+// and wait only to be removed (a merge after its commit).
+func (op Op) InputsInactive() bool { return op.Kind == KindMerge && op.Commit != nil }
+
+// OutputInSource is the identity of an unfinished op's output when it lives among
+// its inputs (a merge), else nil.
+func (op Op) OutputInSource() *FileRef {
+	if op.Kind == KindMerge {
+		return op.Created
+	}
+	return nil
 }
 
 // Commit is recorded once the output is durable, verified and visible.
@@ -88,12 +122,14 @@ type Commit struct {
 
 // Journal is the open intent journal. Safe for concurrent use.
 type Journal struct {
-	d    *Dir
-	name string
-	mu   sync.Mutex
-	f    *os.File
-	next uint64
-	ops  map[uint64]*Op
+	d      *Dir
+	name   string
+	mu     sync.Mutex
+	f      *os.File
+	next   uint64
+	ops    map[uint64]*Op
+	good   int64 // length of the records known written
+	failed error // set by a failed append: final
 }
 
 // OpenJournal opens (creating 0600) the journal name in d and replays it.
@@ -128,6 +164,7 @@ func OpenJournal(d *Dir, name string) (*Journal, error) {
 		f.Close()
 		return nil, err
 	}
+	j.good = int64(good)
 	return j, nil
 }
 
@@ -255,10 +292,13 @@ func (j *Journal) apply(p []byte) error {
 	id := d.uvarint()
 	switch p[0] {
 	case recBegin:
-		op := &Op{ID: id, Kind: d.bytes(), Stream: d.bytes(), Dir: d.bytes(), Dest: d.bytes(), Output: d.bytes(), Temp: d.bytes()}
+		op := &Op{ID: id, Kind: OpKind(d.bytes()), Stream: d.bytes(), Dir: d.bytes(), Dest: d.bytes(), Output: d.bytes(), Temp: d.bytes()}
 		n := d.uvarint()
 		for i := uint64(0); i < n && d.err == nil; i++ {
 			op.Inputs = append(op.Inputs, d.ref())
+		}
+		if op.Kind == KindArchive && op.Temp == "" {
+			op.Kind = KindMove // written before moves had their own kind
 		}
 		if d.err == nil {
 			j.ops[id] = op
@@ -280,6 +320,10 @@ func (j *Journal) apply(p []byte) error {
 		}
 		if op := j.ops[id]; op != nil && d.err == nil {
 			op.Commit = c
+		}
+	case recRemoving:
+		if op := j.ops[id]; op != nil && d.err == nil {
+			op.Removing = true
 		}
 	case recDone:
 		if d.err == nil {
@@ -305,26 +349,48 @@ func frame(payload []byte) []byte {
 	return append(out, payload...)
 }
 
-// append writes one record durably and applies it.
-func (j *Journal) append(payload []byte) error {
+// append writes one record and applies it; durable says whether it must reach
+// the disk before append returns (fsync). A failed write or fsync is final:
+// the journal takes no further record (see ErrJournalFailed).
+func (j *Journal) append(payload []byte, durable bool) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.failed != nil {
+		return j.failed
+	}
 	if j.f == nil {
 		return errors.New("fsx: journal closed")
 	}
-	if _, err := j.f.Write(frame(payload)); err != nil {
-		return fmt.Errorf("append journal: %w", err)
+	rec := frame(payload)
+	if _, err := j.f.Write(rec); err != nil {
+		j.failed = fmt.Errorf("%w: append: %v", ErrJournalFailed, err)
+		// Leave no partial record behind if the file lets us (best effort: the
+		// next start truncates a torn tail anyway).
+		_ = j.f.Truncate(j.good)
+		return j.failed
 	}
-	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("fsync journal: %w", err)
+	if durable {
+		if err := j.f.Sync(); err != nil {
+			j.failed = fmt.Errorf("%w: fsync: %v", ErrJournalFailed, err)
+			return j.failed
+		}
 	}
+	j.good += int64(len(rec))
 	return j.apply(payload)
+}
+
+// Err is non-nil once an append has failed: from then on the journal takes no
+// record, and no destructive step may be taken until a restart has recovered.
+func (j *Journal) Err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failed
 }
 
 func encodeBegin(id uint64, op *Op) []byte {
 	e := &enc{b: []byte{recBegin}}
 	e.uvarint(id)
-	e.bytes(op.Kind)
+	e.bytes(string(op.Kind))
 	e.bytes(op.Stream)
 	e.bytes(op.Dir)
 	e.bytes(op.Dest)
@@ -367,20 +433,29 @@ func (j *Journal) Begin(op Op) (uint64, error) {
 	id := j.next
 	j.next++
 	j.mu.Unlock()
-	return id, j.append(encodeBegin(id, &op))
+	return id, j.append(encodeBegin(id, &op), true)
 }
 
 // Created journals the identity of the op's temporary output.
-func (j *Journal) Created(id uint64, r FileRef) error { return j.append(encodeCreated(id, r)) }
+func (j *Journal) Created(id uint64, r FileRef) error { return j.append(encodeCreated(id, r), true) }
 
 // Commit journals that the op's output is durable, verified and in place.
-func (j *Journal) Commit(id uint64, c Commit) error { return j.append(encodeCommit(id, &c)) }
+func (j *Journal) Commit(id uint64, c Commit) error { return j.append(encodeCommit(id, &c), true) }
+
+// Removing journals that every input of a committed op was found and is about
+// to be removed.
+func (j *Journal) Removing(id uint64) error { return j.append(encodeID(recRemoving, id), true) }
 
 // Done journals that the op is finished (or abandoned with its inputs intact).
-func (j *Journal) Done(id uint64) error {
-	e := &enc{b: []byte{recDone}}
+// It is not fsynced: every end state is one recovery recognises and finishes
+// again idempotently, so losing a Done record costs a re-check, never a byte;
+// the next durable record, or Close, makes it durable.
+func (j *Journal) Done(id uint64) error { return j.append(encodeID(recDone, id), false) }
+
+func encodeID(typ byte, id uint64) []byte {
+	e := &enc{b: []byte{typ}}
 	e.uvarint(id)
-	return j.append(e.b)
+	return e.b
 }
 
 // Pending returns copies of the unfinished ops, oldest first.
@@ -401,6 +476,9 @@ func (j *Journal) Pending() []Op {
 func (j *Journal) Compact(limit int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.failed != nil {
+		return j.failed
+	}
 	fi, err := j.f.Stat()
 	if err != nil || fi.Size() < limit {
 		return err
@@ -420,6 +498,9 @@ func (j *Journal) Compact(limit int64) error {
 		if op.Commit != nil {
 			buf.Write(frame(encodeCommit(id, op.Commit)))
 		}
+		if op.Removing {
+			buf.Write(frame(encodeID(recRemoving, id)))
+		}
 	}
 	if err := j.d.ReplaceFile(j.name, buf.Bytes(), 0o600); err != nil {
 		return err
@@ -430,6 +511,7 @@ func (j *Journal) Compact(limit int64) error {
 	}
 	j.f.Close()
 	j.f = os.NewFile(uintptr(fd), j.f.Name())
+	j.good = int64(buf.Len())
 	return nil
 }
 
@@ -440,7 +522,11 @@ func (j *Journal) Close() error {
 	if j.f == nil {
 		return nil
 	}
-	err := j.f.Close()
+	var err error
+	if j.failed == nil {
+		err = j.f.Sync() // makes lazy Done records durable
+	}
+	err = errors.Join(err, j.f.Close())
 	j.f = nil
 	return err
 }

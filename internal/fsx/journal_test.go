@@ -253,3 +253,59 @@ func TestSubRefusesASymlink(t *testing.T) {
 		t.Fatalf("Sub did not create the subdirectory: %v", err)
 	}
 }
+
+// TestFailedAppendIsFinal: once a record could not be written (here: the file
+// refuses writes, as a dying disk would), the journal takes no further record
+// — not even after the fault is gone — until it is opened again, and the
+// reopened journal holds every record that did reach it.
+func TestFailedAppendIsFinal(t *testing.T) {
+	d, p := openTestDir(t)
+	j, err := OpenJournal(d, "journal")
+	must(t, err)
+	id, err := j.Begin(sampleOp())
+	must(t, err)
+	good := j.f
+	ro, err := os.Open(filepath.Join(p, "journal"))
+	must(t, err)
+	j.f = ro // writes now fail with EBADF
+	if err := j.Created(id, FileRef{Name: "x"}); !errors.Is(err, ErrJournalFailed) {
+		t.Fatalf("err = %v, want ErrJournalFailed", err)
+	}
+	j.f = good // the fault is gone; the journal must still refuse
+	if _, err := j.Begin(sampleOp()); !errors.Is(err, ErrJournalFailed) {
+		t.Fatalf("append after a failure: err = %v", err)
+	}
+	if err := j.Done(id); !errors.Is(err, ErrJournalFailed) || !errors.Is(j.Err(), ErrJournalFailed) {
+		t.Fatalf("Done after a failure: %v / %v", err, j.Err())
+	}
+	ro.Close()
+	must(t, j.Close())
+	j, err = OpenJournal(d, "journal")
+	must(t, err)
+	defer j.Close()
+	if ops := j.Pending(); len(ops) != 1 || ops[0].Created != nil {
+		t.Fatalf("after reopening: %+v", ops)
+	}
+}
+
+func TestRemovingAndLazyDoneSurviveReopenAndCompaction(t *testing.T) {
+	d, _ := openTestDir(t)
+	j, err := OpenJournal(d, "journal")
+	must(t, err)
+	id, err := j.Begin(sampleOp())
+	must(t, err)
+	must(t, j.Commit(id, Commit{OutSize: 1}))
+	must(t, j.Removing(id))
+	id2, err := j.Begin(sampleOp())
+	must(t, err)
+	must(t, j.Done(id2))
+	must(t, j.Compact(0))
+	must(t, j.Close())
+	j, err = OpenJournal(d, "journal")
+	must(t, err)
+	defer j.Close()
+	ops := j.Pending()
+	if len(ops) != 1 || ops[0].ID != id || !ops[0].Removing || ops[0].Commit == nil || !ops[0].InputsInactive() {
+		t.Fatalf("after reopen: %+v", ops)
+	}
+}

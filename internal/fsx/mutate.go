@@ -120,6 +120,13 @@ func (d *Dir) Sub(name string, perm uint32) (*Dir, error) {
 	if err := unix.Mkdirat(d.fd, name, perm); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, &os.PathError{Op: "mkdir", Path: d.path + "/" + name, Err: err}
 	}
+	return d.OpenSub(name)
+}
+
+// OpenSub opens the existing subdirectory name of d without following a
+// symlink; a missing one fails with an error satisfying errors.Is(err,
+// os.ErrNotExist).
+func (d *Dir) OpenSub(name string) (*Dir, error) {
 	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open dir", Path: d.path + "/" + name, Err: err}

@@ -1,0 +1,180 @@
+package fsx
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Files are known by identity, not by name: writers rename segments while
+// logcompactd works on them (logrotate's numbered scheme renames every rotated
+// file at each rotation). Locate finds a journaled file wherever it now is in its
+// directory, and every step that renames or removes an input first takes the name
+// away atomically (a rename to a fresh temporary name), checks that what it took
+// is the journaled file, and only then acts — so a rename by a writer between the
+// check and the act is seen and retried, and never makes it act on another file.
+
+// ErrNotFound means a journaled file is no longer anywhere in its directory.
+var ErrNotFound = errors.New("fsx: file not found in its directory")
+
+// captureRetries bounds how often a capture that took the wrong file (a writer
+// renamed between finding and capturing) starts over.
+const captureRetries = 100
+
+// Locate returns the current name and stat of the file r in d: at r.Name if it
+// is still there, else the name that now has its identity (device, inode, birth
+// time). Temporary names count: a capture interrupted by a crash leaves the file
+// under one. It fails with ErrNotFound when no entry of d is r.
+func (d *Dir) Locate(r FileRef) (string, Stat, error) {
+	if st, err := d.Stat(r.Name); err == nil && r.SameFile(st) {
+		return r.Name, st, nil
+	}
+	names, err := d.namesWithInode(r.Ino)
+	if err != nil {
+		return "", Stat{}, err
+	}
+	for _, n := range names {
+		if st, err := d.Stat(n); err == nil && r.SameFile(st) {
+			return n, st, nil
+		}
+	}
+	// Some filesystems (overlayfs over several layers, some FUSE) report other
+	// inode numbers in directory entries than in stat: ask stat before giving up.
+	all, err := d.Names()
+	if err != nil {
+		return "", Stat{}, err
+	}
+	for _, n := range all {
+		if st, err := d.Stat(n); err == nil && r.SameFile(st) {
+			return n, st, nil
+		}
+	}
+	return "", Stat{}, fmt.Errorf("%s in %s (inode %d): %w", quote(r.Name), d.path, r.Ino, ErrNotFound)
+}
+
+// namesWithInode lists the entries of d whose directory entry carries inode ino,
+// from the entries themselves (getdents): no stat per name.
+func (d *Dir) namesWithInode(ino uint64) ([]string, error) {
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open dir", Path: d.path, Err: err}
+	}
+	defer unix.Close(fd)
+	var out []string
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, &os.PathError{Op: "getdents", Path: d.path, Err: err}
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, &os.PathError{Op: "getdents", Path: d.path, Err: io.ErrUnexpectedEOF}
+			}
+			if binary.NativeEndian.Uint64(b[0:8]) == ino {
+				name := b[19:reclen]
+				for i, c := range name {
+					if c == 0 {
+						name = name[:i]
+						break
+					}
+				}
+				if s := string(name); s != "." && s != ".." {
+					out = append(out, s)
+				}
+			}
+			b = b[reclen:]
+		}
+	}
+}
+
+// capture takes the file r away from its name in d: it locates r, renames that
+// name to temp without replacing anything, and checks that what the rename took
+// is r. If a writer renamed another file into the name in between, the capture
+// put it back and starts over. It returns the name r had. On ErrNotFound nothing
+// was changed. accept(st) may refuse the found file (it is r, but changed): it is
+// then put back and capture fails with ErrChanged.
+func (d *Dir) capture(r FileRef, temp string, accept func(Stat) bool) (string, error) {
+	for try := 0; ; try++ {
+		name, st, err := d.Locate(r)
+		if err != nil {
+			return "", err
+		}
+		if name == temp { // captured by an earlier, interrupted attempt
+			if accept != nil && !accept(st) {
+				return "", fmt.Errorf("%s in %s: %w", quote(temp), d.path, ErrChanged)
+			}
+			return name, nil
+		}
+		if d.beforeCapture != nil {
+			d.beforeCapture(name)
+		}
+		if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
+			if errors.Is(err, unix.ENOENT) && try < captureRetries {
+				continue // renamed away between Locate and here: look again
+			}
+			return "", &os.PathError{Op: "capture", Path: d.path + "/" + name, Err: err}
+		}
+		got, err := d.Stat(temp)
+		if err == nil && r.SameFile(got) && (accept == nil || accept(got)) {
+			return name, nil
+		}
+		// Not what we meant to take (or r changed): give it its name back.
+		if perr := d.putBack(temp, name); perr != nil {
+			return "", perr
+		}
+		if err == nil && r.SameFile(got) {
+			return "", fmt.Errorf("%s in %s: %w", quote(name), d.path, ErrChanged)
+		}
+		if try >= captureRetries {
+			return "", fmt.Errorf("capture %s in %s: renamed under us %d times", quote(name), d.path, try)
+		}
+	}
+}
+
+// putBack returns a file a capture took by mistake to its name. Should a writer
+// have put a new file under that name meanwhile (a whole rotation within
+// microseconds), neither file may be lost: the taken one gets a name of its own
+// next to it, and the error says where.
+func (d *Dir) putBack(temp, name string) error {
+	err := unix.Renameat2(d.fd, temp, d.fd, name, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		return &os.PathError{Op: "put back", Path: d.path + "/" + name, Err: err}
+	}
+	aside := name + ".logcompactd-kept-" + RandomTempName()[len(TempPrefix):]
+	if err := unix.Renameat2(d.fd, temp, d.fd, aside, unix.RENAME_NOREPLACE); err != nil {
+		return &os.PathError{Op: "put back", Path: d.path + "/" + temp, Err: err}
+	}
+	return fmt.Errorf("a writer reused %s in %s while it was checked: its former file is kept as %s", quote(name), d.path, quote(aside))
+}
+
+// RemoveFile removes the file r from d wherever it now is in d: it is captured
+// (see capture) under a fresh temporary name, checked to be r and accepted by
+// accept, and only then unlinked. It returns the name r had. It fails with
+// ErrNotFound when r is not in d, and with ErrChanged when accept refuses it (r
+// stays where it was). It does not fsync d.
+func (d *Dir) RemoveFile(r FileRef, accept func(Stat) bool) (string, error) {
+	temp := RandomTempName()
+	name, err := d.capture(r, temp, accept)
+	if err != nil {
+		return "", err
+	}
+	// temp is ours and holds r: nobody else can have put anything there.
+	if err := unix.Unlinkat(d.fd, temp, 0); err != nil {
+		return "", &os.PathError{Op: "unlink", Path: d.path + "/" + temp, Err: err}
+	}
+	return name, nil
+}
+
+func quote(name string) string { return fmt.Sprintf("%q", name) }

@@ -1,0 +1,691 @@
+package fsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The operation layer. Every change logcompactd makes to a managed or cold
+// directory is one journaled operation run here, from Begin to Done:
+//
+//	lease the inputs (found by identity) -> Begin -> stage a temp output
+//	(Created) -> produce its bytes -> mtime, fsync, size -> verify -> re-check
+//	the inputs -> publish without replacing -> Commit -> find every input
+//	(Removing) -> remove each by identity -> fsync -> Done
+//
+// and every failure before Commit discards what the op created (its inputs were
+// never touched). A kind of operation (merge, archive) brings only a function
+// that produces the output's bytes into a writer, and optionally a check of the
+// finished output against its inputs (VerifyFunc); where the output goes is a
+// Publisher. Recover is the one recovery for every kind.
+
+// Errors of an operation abandoned with its inputs intact.
+var (
+	ErrInputChanged = errors.New("fsx: an input changed during the operation")
+	ErrFsync        = errors.New("fsx: fsync of the output failed")
+	ErrVerify       = errors.New("fsx: the output does not verify")
+	// ErrInputMissing means a committed op's input is no longer in its
+	// directory: the op stays in the journal, for the operator to look at.
+	ErrInputMissing = errors.New("fsx: a committed operation's input is not in its directory")
+)
+
+// Publisher is where an operation's output appears. A local directory (*Dir) is
+// one; an object store is another (stage to a local temp, publish = an upload
+// that never overwrites, verify = the stored object's size and checksum,
+// discard = delete what the op uploaded).
+type Publisher interface {
+	// Path names the destination in the journal; recovery resolves it again.
+	Path() string
+	// Stage creates the temporary output exclusively, born private, then with
+	// the owner, group and mode of like.
+	Stage(temp string, like Stat) (*os.File, Stat, error)
+	// Publish makes temp visible as name without replacing anything, durably.
+	Publish(temp, name string) error
+	// Verify reports whether name is the created output with size bytes whose
+	// checksum is crc.
+	Verify(name string, created FileRef, size int64, crc uint32) bool
+	// Open opens the published output for reading (a kind's VerifyFunc).
+	Open(name string, created FileRef) (io.ReadCloser, error)
+	// Discard removes temp and, when it is the created file, name; durably.
+	Discard(temp, name string, created *FileRef) error
+}
+
+// Stage implements Publisher.
+func (d *Dir) Stage(temp string, like Stat) (*os.File, Stat, error) {
+	return d.CreateOutput(temp, like)
+}
+
+// Publish implements Publisher: rename without replacing, then fsync d.
+func (d *Dir) Publish(temp, name string) error {
+	if err := d.RenameNoReplace(temp, name); err != nil {
+		return err
+	}
+	return d.Sync()
+}
+
+// Open implements Publisher.
+func (d *Dir) Open(name string, created FileRef) (io.ReadCloser, error) {
+	return d.OpenRead(name, created.Stat())
+}
+
+// Discard implements Publisher. Without a created identity, whatever regular
+// file is at temp is removed: temp names are random and journaled before
+// creation, so nobody else's file can be there.
+func (d *Dir) Discard(temp, name string, created *FileRef) error {
+	var want Stat
+	if created != nil {
+		want = created.Stat()
+	}
+	if err := d.Unlink(temp, want); err != nil && !errors.Is(err, ErrChanged) {
+		return err
+	}
+	if created != nil && name != "" {
+		if err := d.Unlink(name, want); err != nil && !errors.Is(err, ErrChanged) {
+			return err
+		}
+	}
+	return d.Sync()
+}
+
+// VerifyFunc checks a kind's finished output, read from out, against its
+// inputs and its commit (sizes and checksums). It runs after the fsync, before
+// publishing, and again in recovery before a committed op removes its inputs.
+type VerifyFunc func(out io.Reader, ins []FileRef, c *Commit) error
+
+// Runner runs operations through the journal. The daemon builds one.
+type Runner struct {
+	Journal *Journal
+	Leases  *Leases
+	Hooks
+	// Verify holds the per-kind output checks; a kind without one is verified by
+	// size and checksum only.
+	Verify map[OpKind]VerifyFunc
+}
+
+func (r *Runner) step(kind OpKind, s string) { r.Step(string(kind) + ":" + s) }
+
+// Input is one leased input of a running operation.
+type Input struct {
+	Ref   FileRef // as journaled
+	Name  string  // where it was found when leased
+	File  *os.File
+	lease *Lease
+}
+
+// Broken reports whether a writer opened the input since it was leased.
+func (in *Input) Broken() bool { return in.lease.Broken() }
+
+// Output is the staged output of a running operation. Bytes written through
+// Write are counted and checksummed; bytes copied in the kernel (CopyFrom) are
+// not, and the producer must then take the checksum by reading back (ReadAt).
+type Output struct {
+	f      *os.File
+	wb     *WriteBehind
+	n      int64
+	crc    uint32
+	copied bool
+}
+
+// Write appends p.
+func (o *Output) Write(p []byte) (int, error) {
+	n, err := o.wb.Write(p)
+	o.n += int64(n)
+	o.crc = UpdateChecksum(o.crc, p[:n])
+	return n, err
+}
+
+// CopyFrom appends up to n bytes of in from *off, in the kernel where it can
+// (copy_file_range: no copy through user space, a reflink where the filesystem
+// can), else through a buffer; it advances *off and returns the count.
+func (o *Output) CopyFrom(in *Input, off *int64, n int) (int, error) {
+	o.copied = true
+	k, err := unix.CopyFileRange(int(in.File.Fd()), off, int(o.f.Fd()), nil, n, 0)
+	if err != nil && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+		buf := make([]byte, min(n, 1<<20))
+		k, err = in.File.ReadAt(buf, *off)
+		if k > 0 {
+			if _, werr := o.f.Write(buf[:k]); werr != nil {
+				return 0, werr
+			}
+			*off += int64(k)
+		}
+		if err == io.EOF {
+			err = nil
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	o.n += int64(k)
+	o.wb.Advance(o.n)
+	return k, nil
+}
+
+// ReadAt reads back what the output holds.
+func (o *Output) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
+
+// Size is the number of bytes written so far.
+func (o *Output) Size() int64 { return o.n }
+
+// Sum is the checksum of everything written, when it is known (nothing was
+// copied in the kernel).
+func (o *Output) Sum() (uint32, bool) { return o.crc, !o.copied }
+
+// ProduceFunc writes an operation's output from its inputs, in order, and
+// returns its commit: OutSize and OutCRC of the output (taken by reading back
+// when bytes were copied in the kernel), InputCRCs, Newlines.
+type ProduceFunc func(ctx context.Context, out *Output, ins []*Input) (Commit, error)
+
+// Spec is one operation to run.
+type Spec struct {
+	Kind    OpKind
+	Stream  string
+	Src     *Dir      // the inputs' directory (a managed dir)
+	SrcPath string    // Src as configured: journaled, so recovery finds it
+	Dst     Publisher // where the output goes (Src itself for a merge)
+	Inputs  []FileRef // in order, as planned: identity, size, mtime; Name is where each was seen
+	Output  string    // the name to publish under; never replaces anything
+	Produce ProduceFunc
+	// Keep leaves the inputs in place after the commit (keep_inactive); FinishDue
+	// removes them later.
+	Keep bool
+}
+
+// Result describes an operation that committed.
+type Result struct {
+	Output FileRef // the published output: identity, size, mtime
+	Commit Commit
+	Read   int64 // bytes of the inputs
+	Kept   bool  // inputs left inactive (Spec.Keep)
+}
+
+// Run runs one operation. A nil error means committed and finished (or kept).
+// An error with res.Output.Name set means committed — the output is published —
+// but not finished: the op stays in the journal (see ErrInputMissing) and the
+// error says why. Any other error means abandoned: inputs intact, nothing of the
+// op visible (unless the journal itself failed: then nothing more is touched,
+// and recovery decides at the next start).
+func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
+	r.step(s.Kind, "start")
+	ins, err := r.leaseAll(s.Kind, s.Src, s.Inputs)
+	defer releaseAll(ins)
+	if err != nil {
+		return res, err
+	}
+	op := Op{Kind: s.Kind, Stream: s.Stream, Dir: s.SrcPath, Output: s.Output, Temp: RandomTempName(), Inputs: s.Inputs}
+	if s.Dst != Publisher(s.Src) {
+		op.Dest = s.Dst.Path()
+	}
+	if op.ID, err = r.Journal.Begin(op); err != nil {
+		return res, err
+	}
+	r.step(s.Kind, "begun")
+
+	published := false
+	abort := func(cause error) (Result, error) {
+		if jerr := r.Journal.Err(); jerr != nil {
+			return Result{}, errors.Join(cause, jerr) // touch nothing more: recovery decides
+		}
+		name := ""
+		if published {
+			name = op.Output
+		}
+		if err := s.Dst.Discard(op.Temp, name, op.Created); err != nil {
+			// Leave the op pending: recovery finishes the clean-up.
+			return Result{}, errors.Join(cause, fmt.Errorf("clean up abandoned %s: %w", s.Kind, err))
+		}
+		return Result{}, errors.Join(cause, r.Journal.Done(op.ID))
+	}
+
+	f, st, err := s.Dst.Stage(op.Temp, ins[0].lease.Stat)
+	if err != nil {
+		return abort(err)
+	}
+	defer f.Close()
+	created := RefOf(op.Temp, st)
+	if err := r.Journal.Created(op.ID, created); err != nil {
+		return abort(err)
+	}
+	op.Created = &created
+	r.step(s.Kind, "created")
+
+	out := &Output{f: f, wb: NewWriteBehind(f, 0)}
+	c, err := s.Produce(ctx, out, ins)
+	if err != nil {
+		return abort(err)
+	}
+	r.step(s.Kind, "produced")
+	last := s.Inputs[len(s.Inputs)-1].MtimeNs
+	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{unix.NsecToTimeval(last), unix.NsecToTimeval(last)}); err != nil {
+		return abort(fmt.Errorf("set output mtime: %w", err))
+	}
+	if err := f.Sync(); err != nil {
+		return abort(fmt.Errorf("%w: %v", ErrFsync, err)) // final for this output: it is discarded
+	}
+	if fst, err := Fstat(f); err != nil || fst.Size != c.OutSize {
+		return abort(fmt.Errorf("%w: %d bytes after fsync, %d written (%v)", ErrVerify, fst.Size, c.OutSize, err))
+	}
+	r.step(s.Kind, "synced")
+	if v := r.Verify[s.Kind]; v != nil {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return abort(err)
+		}
+		if err := v(f, s.Inputs, &c); err != nil {
+			return abort(fmt.Errorf("%w: %v", ErrVerify, err))
+		}
+	}
+	r.step(s.Kind, "verified")
+	if err := recheck(s.Src, ins); err != nil {
+		return abort(err)
+	}
+	r.step(s.Kind, "rechecked")
+	if err := ctx.Err(); err != nil {
+		return abort(err)
+	}
+	if err := s.Dst.Publish(op.Temp, op.Output); err != nil {
+		published = true // it may have been renamed before the fsync failed
+		return abort(err)
+	}
+	published = true
+	r.step(s.Kind, "published")
+	c.AtNs = r.Clock().UnixNano()
+	if err := r.Journal.Commit(op.ID, c); err != nil {
+		return abort(err)
+	}
+	op.Commit = &c
+	r.step(s.Kind, "committed")
+	var read int64
+	for _, in := range ins {
+		read += in.Ref.Size
+	}
+	releaseAll(ins)
+	ins = nil
+	res = Result{Output: RefOf(op.Output, st), Commit: c, Read: read, Kept: s.Keep}
+	res.Output.Size, res.Output.MtimeNs = c.OutSize, last
+	if s.Keep {
+		return res, nil
+	}
+	return res, r.finish(s.Src, op)
+}
+
+// leaseAll finds every input by identity and takes a read lease on it, so that
+// no process opens it for writing unseen while the op runs.
+func (r *Runner) leaseAll(kind OpKind, d *Dir, refs []FileRef) ([]*Input, error) {
+	ins := make([]*Input, 0, len(refs))
+	for i, ref := range refs {
+		in, err := r.lease(d, ref)
+		if err != nil {
+			return ins, err
+		}
+		ins = append(ins, in)
+		r.step(kind, fmt.Sprintf("leased:%d", i))
+	}
+	return ins, nil
+}
+
+func (r *Runner) lease(d *Dir, ref FileRef) (*Input, error) {
+	for try := 0; ; try++ {
+		name, _, err := d.Locate(ref)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: %w", ErrInputChanged, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		l, err := r.Leases.Take(d, name, ref.Stat())
+		if (errors.Is(err, ErrChanged) || errors.Is(err, unix.ENOENT)) && try < captureRetries {
+			continue // renamed between Locate and the open: look again
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open input %q: %w", name, err)
+		}
+		if !ref.Matches(l.Stat) {
+			_ = l.Release()
+			return nil, fmt.Errorf("input %q: %w (since the scan)", name, ErrInputChanged)
+		}
+		return &Input{Ref: ref, Name: name, File: l.File, lease: l}, nil
+	}
+}
+
+func releaseAll(ins []*Input) {
+	for _, in := range ins {
+		_ = in.lease.Release()
+	}
+}
+
+// recheck makes sure, right before publishing, that every input is still the
+// file that was read (not opened for writing, same size and mtime, one link)
+// and still in its directory, under whatever name.
+func recheck(d *Dir, ins []*Input) error {
+	for _, in := range ins {
+		if in.Broken() {
+			return fmt.Errorf("input %q: %w", in.Name, ErrLeaseBroken)
+		}
+		st, err := Fstat(in.File)
+		if err != nil || !in.Ref.Matches(st) || st.Nlink != 1 {
+			return fmt.Errorf("input %q: %w", in.Name, ErrInputChanged)
+		}
+		if _, _, err := d.Locate(in.Ref); err != nil {
+			return fmt.Errorf("input %q: %w: %v", in.Name, ErrInputChanged, err)
+		}
+	}
+	return nil
+}
+
+// finish removes the inputs of a committed op from d wherever they now are, by
+// identity, then journals Done. First every input must be found, unchanged
+// (size and mtime as journaled): one that is missing or changed leaves the op
+// pending with an error naming it. Once all are found, Removing is journaled;
+// from then on an input that is gone was removed by this op. Idempotent:
+// recovery and FinishDue call it too.
+func (r *Runner) finish(d *Dir, op Op) error {
+	if !op.Removing {
+		var missing []string
+		for _, in := range op.Inputs {
+			name, st, err := d.Locate(in)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				missing = append(missing, in.Name)
+			case err != nil:
+				return fmt.Errorf("%s op %d: find input %q: %w", op.Kind, op.ID, in.Name, err)
+			case !in.Matches(st):
+				return fmt.Errorf("%s op %d: input %q (now %q) changed after the commit: %w; left in the journal", op.Kind, op.ID, in.Name, name, ErrInputChanged)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s op %d: %w: %q; the op stays in the journal", op.Kind, op.ID, ErrInputMissing, missing)
+		}
+		if err := r.Journal.Removing(op.ID); err != nil {
+			return err
+		}
+		r.step(op.Kind, "removing")
+	}
+	for i, in := range op.Inputs {
+		if _, err := d.RemoveFile(in, in.Matches); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%s op %d: remove input %q: %w", op.Kind, op.ID, in.Name, err)
+		}
+		r.step(op.Kind, fmt.Sprintf("removed:%d", i))
+	}
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	r.step(op.Kind, "inputs-synced")
+	if err := r.Journal.Done(op.ID); err != nil {
+		return err
+	}
+	r.step(op.Kind, "done")
+	return nil
+}
+
+// MoveSpec moves one input into another directory by rename (same filesystem,
+// bytes as they are): no copy, no temp output.
+type MoveSpec struct {
+	Stream  string
+	Src     *Dir
+	SrcPath string
+	Dst     *Dir
+	DstPath string
+	Input   FileRef
+	Output  string
+}
+
+// ErrCrossDevice means a move's directories are on different mounts: copy instead.
+var ErrCrossDevice = errors.New("fsx: source and destination are on different mounts")
+
+// Move runs a move: lease the input; Begin (with the temporary name it will be
+// captured under); capture it (rename to the temp, check identity); rename it
+// into Dst without replacing; fsync both directories; Done. Across mounts it
+// puts the input back and fails with ErrCrossDevice.
+func (r *Runner) Move(ctx context.Context, s MoveSpec) error {
+	const kind = KindMove
+	r.step(kind, "start")
+	ins, err := r.leaseAll(kind, s.Src, []FileRef{s.Input})
+	defer releaseAll(ins)
+	if err != nil {
+		return err
+	}
+	op := Op{Kind: kind, Stream: s.Stream, Dir: s.SrcPath, Dest: s.DstPath, Output: s.Output, Temp: RandomTempName(), Inputs: []FileRef{s.Input}}
+	if op.ID, err = r.Journal.Begin(op); err != nil {
+		return err
+	}
+	r.step(kind, "begun")
+	if err := ctx.Err(); err != nil {
+		return errors.Join(err, r.Journal.Done(op.ID))
+	}
+	name, err := s.Src.capture(s.Input, op.Temp, s.Input.Matches)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrChanged) {
+			err = fmt.Errorf("%w: %w", ErrInputChanged, err)
+		}
+		if jerr := r.Journal.Err(); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return errors.Join(err, r.Journal.Done(op.ID))
+	}
+	r.step(kind, "captured")
+	if err := s.Src.MoveTo(op.Temp, s.Dst, op.Output); err != nil {
+		perr := s.Src.putBack(op.Temp, name)
+		if errors.Is(err, unix.EXDEV) {
+			err = fmt.Errorf("%w: %w", ErrCrossDevice, err)
+		}
+		if perr != nil {
+			return errors.Join(err, perr) // pending: recovery puts it back
+		}
+		return errors.Join(err, s.Src.Sync(), r.Journal.Done(op.ID))
+	}
+	r.step(kind, "moved")
+	if err := errors.Join(s.Dst.Sync(), s.Src.Sync()); err != nil {
+		return err // recovery sees the move done and finishes
+	}
+	r.step(kind, "synced")
+	if err := r.Journal.Done(op.ID); err != nil {
+		return err
+	}
+	r.step(kind, "done")
+	return nil
+}
+
+// Resolver gives recovery the directories an op journaled, only where they are
+// configured.
+type Resolver struct {
+	Src func(path string) (*Dir, error)      // a managed dir
+	Dst func(path string) (Publisher, error) // a destination (a stream's cold subdir)
+	// KeepUntil is when a committed op's inputs may be removed (keep_inactive);
+	// nil: at once.
+	KeepUntil func(op Op) int64
+}
+
+// RecoverStats counts what recovery did.
+type RecoverStats struct {
+	RolledBack int // abandoned: output removed, inputs intact
+	Finished   int // committed (or moved): inputs removed
+	Inactive   int // committed, inputs kept for keep_inactive
+	Stuck      int // left pending: logged, for later or for the operator
+}
+
+// Recover brings every unfinished op to one of the two end states of the
+// on-disk promise, for every kind, and is itself idempotent (a crash inside it
+// is repaired by running it again):
+//
+//   - not committed: discard the temp and, if it was published, the output
+//     (each only if it is the file the op created); the inputs were not touched;
+//   - committed, output verified (identity, size, checksum, the kind's check):
+//     remove the inputs by identity (finish) — unless keep_inactive holds them;
+//   - committed but the output does not verify: roll back if every input is
+//     intact, else touch nothing and report;
+//   - a move: done if the destination holds the input, rolled forward if the
+//     input is under the temp name it was captured as, else nothing happened.
+func (r *Runner) Recover(res Resolver) (RecoverStats, error) {
+	var st RecoverStats
+	var errs []error
+	for _, op := range r.Journal.Pending() {
+		out, err := r.recoverOne(res, op)
+		if err != nil {
+			errs = append(errs, err)
+			out = stuck
+		}
+		switch out {
+		case rolledBack:
+			st.RolledBack++
+		case finished:
+			st.Finished++
+		case inactive:
+			st.Inactive++
+		default:
+			st.Stuck++
+		}
+	}
+	return st, errors.Join(errs...)
+}
+
+type outcome int
+
+const (
+	stuck outcome = iota
+	rolledBack
+	finished
+	inactive
+)
+
+func (r *Runner) recoverOne(res Resolver, op Op) (outcome, error) {
+	src, err := res.Src(op.Dir)
+	if err != nil {
+		return stuck, fmt.Errorf("recover %s op %d in %s: %w", op.Kind, op.ID, op.Dir, err)
+	}
+	dst := Publisher(src)
+	if op.Dest != "" {
+		if dst, err = res.Dst(op.Dest); err != nil {
+			return stuck, fmt.Errorf("recover %s op %d: %s unavailable, left for later: %w", op.Kind, op.ID, op.Dest, err)
+		}
+	}
+	if op.Kind == KindMove {
+		d, ok := dst.(*Dir)
+		if !ok {
+			return stuck, fmt.Errorf("move op %d: %s is not a directory", op.ID, op.Dest)
+		}
+		return r.recoverMove(src, d, op)
+	}
+	switch {
+	case op.Commit == nil:
+		return rolledBack, r.rollback(dst, op)
+	case res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op):
+		return inactive, nil
+	case r.verifyCommitted(dst, op):
+		return finished, r.finish(src, op)
+	case inputsIntact(src, op):
+		return rolledBack, r.rollback(dst, op)
+	}
+	return stuck, fmt.Errorf("%s op %d in %s: committed output %q does not verify and some inputs are gone: left for the operator", op.Kind, op.ID, op.Dir, op.Output)
+}
+
+func (r *Runner) rollback(dst Publisher, op Op) error {
+	if err := dst.Discard(op.Temp, op.Output, op.Created); err != nil {
+		return fmt.Errorf("roll back %s op %d: %w", op.Kind, op.ID, err)
+	}
+	r.step(op.Kind, "recover-discarded")
+	if err := r.Journal.Done(op.ID); err != nil {
+		return err
+	}
+	r.step(op.Kind, "recover-done")
+	return nil
+}
+
+// verifyCommitted checks a committed op's output: the file it created, with the
+// committed size and checksum, and the kind's own check.
+func (r *Runner) verifyCommitted(dst Publisher, op Op) bool {
+	if op.Created == nil || !dst.Verify(op.Output, *op.Created, op.Commit.OutSize, op.Commit.OutCRC) {
+		return false
+	}
+	v := r.Verify[op.Kind]
+	if v == nil {
+		return true
+	}
+	f, err := dst.Open(op.Output, *op.Created)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return v(f, op.Inputs, op.Commit) == nil
+}
+
+func inputsIntact(d *Dir, op Op) bool {
+	for _, in := range op.Inputs {
+		_, st, err := d.Locate(in)
+		if err != nil || !in.Matches(st) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Runner) recoverMove(src, dst *Dir, op Op) (outcome, error) {
+	in := op.Inputs[0]
+	if st, err := dst.Stat(op.Output); err == nil && in.SameFile(st) {
+		if err := errors.Join(dst.Sync(), src.Sync()); err != nil {
+			return stuck, err
+		}
+		r.step(op.Kind, "recover-synced")
+		return finished, r.Journal.Done(op.ID)
+	}
+	name, _, err := src.Locate(in)
+	if err != nil {
+		return stuck, fmt.Errorf("move op %d: %q is in neither %s nor %s: left for the operator: %w", op.ID, in.Name, op.Dir, op.Dest, err)
+	}
+	if name != op.Temp || op.Temp == "" {
+		return rolledBack, r.Journal.Done(op.ID) // never captured, or put back
+	}
+	// Captured but not moved: finish the move the journal announced.
+	out := finished
+	if err := src.MoveTo(op.Temp, dst, op.Output); err != nil {
+		if perr := src.putBack(op.Temp, in.Name); perr != nil {
+			return stuck, errors.Join(err, perr)
+		}
+		out = rolledBack
+	}
+	r.step(op.Kind, "recover-moved")
+	if err := errors.Join(dst.Sync(), src.Sync()); err != nil {
+		return stuck, err
+	}
+	r.step(op.Kind, "recover-synced")
+	return out, r.Journal.Done(op.ID)
+}
+
+// FinishDue finishes committed ops whose inputs were kept (keep_inactive) once
+// KeepUntil has passed: verify the output, then remove the inputs. Ops not
+// committed (running jobs) and ops not kept are left alone.
+func (r *Runner) FinishDue(res Resolver, kept func(op Op) bool) (int, error) {
+	n := 0
+	var errs []error
+	for _, op := range r.Journal.Pending() {
+		if op.Commit == nil || !kept(op) || (res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op)) {
+			continue
+		}
+		src, err := res.Src(op.Dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		dst := Publisher(src)
+		if op.Dest != "" {
+			if dst, err = res.Dst(op.Dest); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if !r.verifyCommitted(dst, op) {
+			errs = append(errs, fmt.Errorf("%s op %d: output %q does not verify: inputs kept", op.Kind, op.ID, op.Output))
+			continue
+		}
+		if err := r.finish(src, op); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
