@@ -6,42 +6,70 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
 const crashExit = 97
 
-// crashChild runs one move (or one recovery) and exits at LCD_ACRASH_AT.
+// crashChild runs one move (or one recovery) and exits at LCD_ACRASH_AT; with
+// LCD_ACRASH_RECORD it appends every step it reaches to that file.
 func crashChild(mode string) int {
 	r, err := openRig(os.Getenv("LCD_ACRASH_HOT"), os.Getenv("LCD_ACRASH_COLD"), os.Getenv("LCD_ACRASH_STATE"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	at := os.Getenv("LCD_ACRASH_AT")
-	r.env.Fault = func(p string) {
+	at, record := os.Getenv("LCD_ACRASH_AT"), os.Getenv("LCD_ACRASH_RECORD")
+	r.env.Ops.Fault = func(p string) {
+		if record != "" {
+			if f, err := os.OpenFile(record, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+				fmt.Fprintln(f, p)
+				f.Close()
+			}
+		}
 		if p == at {
 			os.Exit(crashExit)
 		}
 	}
 	switch mode {
 	case "move":
-		st, err := r.hot.Stat("app-1.log")
+		names, _ := r.hot.Names()
+		if len(names) != 1 {
+			fmt.Fprintln(os.Stderr, "want one segment, have", names)
+			return 1
+		}
+		st, err := r.hot.Stat(names[0])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		f, err := r.hot.OpenRead(names[0], st)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		head := make([]byte, 4)
+		n, _ := f.ReadAt(head, 0)
+		f.Close()
+		compress := os.Getenv("LCD_ACRASH_COMPRESS")
 		_, err = r.env.Move(context.Background(), MoveJob{Stream: "app", Hot: r.hot, HotPath: r.hotPath, Cold: r.cold,
-			ColdPath: r.coldPath, Name: "app-1.log", Segment: st, Compress: os.Getenv("LCD_ACRASH_COMPRESS")})
+			ColdPath: r.coldPath, Segment: fsx.RefOf(names[0], st), Output: ColdName(names[0], codec.Sniff(head[:n]), compress, 0),
+			Compress: compress})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "move:", err)
 			return 1
 		}
 	case "recover":
-		if _, err := r.env.Recover(func(string) (*fsx.Dir, error) { return r.hot, nil },
-			func(string) (*fsx.Dir, error) { return r.cold, nil }); err != nil {
+		if _, err := r.env.Ops.Recover(fsx.Resolver{Src: func(string) (*fsx.Dir, error) { return r.hot, nil },
+			Dst: func(string) (fsx.Publisher, error) { return r.cold, nil }}); err != nil {
 			fmt.Fprintln(os.Stderr, "recover:", err)
 			return 1
 		}
@@ -49,48 +77,70 @@ func crashChild(mode string) int {
 	return 0
 }
 
-var copyPoints = []string{"archive:start", "archive:begun", "archive:created", "archive:synced", "archive:verified",
-	"archive:renamed", "archive:cold-synced", "archive:committed", "archive:unlinked", "archive:hot-synced", "archive:done"}
-var renamePoints = []string{"archive:start", "archive:begun", "archive:renamed", "archive:synced", "archive:done"}
-var recoverPoints = []string{"archive-recover:unlinked-temp", "archive-recover:unlinked-output", "archive-recover:synced",
-	"archive:unlinked", "archive:hot-synced", "archive:done"}
+// crashCase is one archival scenario: the segment's bytes, the compress
+// setting, and whether the cold dir is another filesystem (a tmpfs).
+type crashCase struct {
+	hot, cold, state string
+	data, compress   string
+	text             string // what the archive decompresses to
+}
 
-type crashCase struct{ hot, cold, state string }
-
-func setup(t *testing.T, data string) crashCase {
+func setup(t *testing.T, data, text, compress string, tmpfs bool) crashCase {
 	base := t.TempDir()
-	c := crashCase{filepath.Join(base, "hot"), filepath.Join(base, "cold"), filepath.Join(base, "state")}
+	c := crashCase{filepath.Join(base, "hot"), filepath.Join(base, "cold"), filepath.Join(base, "state"), data, compress, text}
 	for _, p := range []string{c.hot, c.cold, c.state} {
 		os.MkdirAll(p, 0o750)
+	}
+	if tmpfs {
+		if err := syscall.Mount("tmpfs", c.cold, "tmpfs", 0, "size=16m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(c.cold, syscall.MNT_DETACH) })
 	}
 	os.WriteFile(filepath.Join(c.hot, "app-1.log"), []byte(data), 0o644)
 	return c
 }
 
-func (c crashCase) child(t *testing.T, mode, compress, at string) bool {
+func (c crashCase) child(t *testing.T, mode, at, record string) bool {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "LCD_ACRASH_MODE="+mode, "LCD_ACRASH_HOT="+c.hot,
-		"LCD_ACRASH_COLD="+c.cold, "LCD_ACRASH_STATE="+c.state, "LCD_ACRASH_AT="+at, "LCD_ACRASH_COMPRESS="+compress)
+		"LCD_ACRASH_COLD="+c.cold, "LCD_ACRASH_STATE="+c.state, "LCD_ACRASH_AT="+at, "LCD_ACRASH_COMPRESS="+c.compress,
+		"LCD_ACRASH_RECORD="+record)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == crashExit {
 		return true
 	}
 	if err != nil {
-		t.Fatalf("%s child (crash at %s): %v\n%s", mode, at, err, out)
+		t.Fatalf("%s child (crash at %q): %v\n%s", mode, at, err, out)
 	}
 	return false
 }
 
+func (c crashCase) steps(t *testing.T, mode string) []string {
+	rec := filepath.Join(t.TempDir(), "steps")
+	c.child(t, mode, "", rec)
+	b, _ := os.ReadFile(rec)
+	return strings.Fields(string(b))
+}
+
+// rename renames the hot segment (if it is still hot under its name), as a
+// rotating writer would.
+func (c crashCase) rename(t *testing.T) {
+	if err := os.Rename(filepath.Join(c.hot, "app-1.log"), filepath.Join(c.hot, "app-1.log.1")); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+}
+
 // check recovers in the parent and asserts: the segment's bytes exist exactly
-// once — hot, or in cold (decompressed) — and no temp file is left anywhere.
-func (c crashCase) check(t *testing.T, data, compress, scenario string) {
+// once — hot, or in cold (decompressed once) — and no temp file is left anywhere.
+func (c crashCase) check(t *testing.T, scenario string) {
 	r, err := openRig(c.hot, c.cold, c.state)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.close()
-	if _, err := r.env.Recover(func(string) (*fsx.Dir, error) { return r.hot, nil },
-		func(string) (*fsx.Dir, error) { return r.cold, nil }); err != nil {
+	if _, err := r.env.Ops.Recover(fsx.Resolver{Src: func(string) (*fsx.Dir, error) { return r.hot, nil },
+		Dst: func(string) (fsx.Publisher, error) { return r.cold, nil }}); err != nil {
 		t.Fatalf("%s: recover: %v", scenario, err)
 	}
 	hotNames, _ := r.hot.Names()
@@ -102,51 +152,73 @@ func (c crashCase) check(t *testing.T, data, compress, scenario string) {
 	}
 	switch {
 	case len(hotNames) == 1 && len(coldNames) == 0:
-		if b, _ := os.ReadFile(filepath.Join(c.hot, hotNames[0])); string(b) != data {
+		if b, _ := os.ReadFile(filepath.Join(c.hot, hotNames[0])); string(b) != c.data {
 			t.Fatalf("%s: hot segment changed", scenario)
 		}
 	case len(hotNames) == 0 && len(coldNames) == 1:
-		if got := decompress(t, filepath.Join(c.cold, coldNames[0]), compress); got != data {
-			t.Fatalf("%s: archive differs", scenario)
+		enc := "none"
+		if strings.HasSuffix(coldNames[0], ".zst") {
+			enc = "zstd"
+		}
+		if got := decompress(t, filepath.Join(c.cold, coldNames[0]), enc); got != c.text {
+			t.Fatalf("%s: archive %s differs", scenario, coldNames[0])
 		}
 	default:
 		t.Fatalf("%s: hot %v, cold %v: not exactly once", scenario, hotNames, coldNames)
 	}
-	if p := r.env.Journal.Pending(); len(p) != 0 {
+	if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
 		t.Fatalf("%s: pending after recovery: %+v", scenario, p)
 	}
 }
 
-// TestCrashAtEveryArchiveStep kills a real process at each step of the
-// cross-filesystem protocol (compressing copy) and of the rename protocol, then
-// at each step of the recovery that follows; after each, the segment's bytes
-// exist exactly once and no temp file remains.
+// TestCrashAtEveryArchiveStep kills a real process at every step the layer
+// reaches in each archival protocol — the compressing copy, the copy of a
+// segment that is zstd already (to a cold dir on a tmpfs), the rename — then at
+// every step of the recovery that follows; each state is also recovered after a
+// writer renamed the segment in between. After each, the segment's bytes exist
+// exactly once and no temp file remains.
 func TestCrashAtEveryArchiveStep(t *testing.T) {
-	data := content(5000)
+	testutil.RequireRoot(t, "mount a tmpfs as another filesystem")
+	text := content(5000)
+	var zb strings.Builder
+	zw, _ := zstd.NewWriter(&zb)
+	zw.Write([]byte(text))
+	zw.Close()
 	steps, inRecovery := 0, 0
-	for _, mode := range []struct {
-		compress string
-		points   []string
-	}{{"zstd", copyPoints}, {"none", renamePoints}} {
-		for _, p := range mode.points {
-			c := setup(t, data)
-			if !c.child(t, "move", mode.compress, p) {
-				t.Fatalf("%s move never reached %s", mode.compress, p)
+	for _, m := range []struct {
+		name, data, compress string
+		tmpfs                bool
+	}{{"compressing copy", text, "zstd", false}, {"as-is copy", zb.String(), "zstd", true}, {"rename", text, "none", false}} {
+		points := setup(t, m.data, text, m.compress, m.tmpfs).steps(t, "move")
+		if len(points) < 5 {
+			t.Fatalf("%s reached only %v", m.name, points)
+		}
+		for _, p := range points {
+			for _, renamed := range []bool{false, true} {
+				c := setup(t, m.data, text, m.compress, m.tmpfs)
+				if !c.child(t, "move", p, "") {
+					t.Fatalf("%s never reached %s", m.name, p)
+				}
+				if renamed {
+					c.rename(t)
+				}
+				steps++
+				c.check(t, fmt.Sprintf("%s: crash at %s (renamed %v)", m.name, p, renamed))
 			}
-			steps++
-			c.check(t, data, mode.compress, mode.compress+" crash at "+p)
-			for _, rp := range recoverPoints {
-				c := setup(t, data)
-				c.child(t, "move", mode.compress, p)
-				if !c.child(t, "recover", mode.compress, rp) {
-					continue
+			probe := setup(t, m.data, text, m.compress, m.tmpfs)
+			probe.child(t, "move", p, "")
+			for _, rp := range probe.steps(t, "recover") {
+				c := setup(t, m.data, text, m.compress, m.tmpfs)
+				c.child(t, "move", p, "")
+				if !c.child(t, "recover", rp, "") {
+					t.Fatalf("recovery after %s never reached %s", p, rp)
 				}
 				inRecovery++
-				c.check(t, data, mode.compress, mode.compress+" crash at "+p+", then in recovery at "+rp)
+				c.check(t, fmt.Sprintf("%s: crash at %s, then in recovery at %s", m.name, p, rp))
 			}
 		}
 	}
-	t.Logf("archive crash points covered: %d protocol steps, %d crashes inside recovery", steps, inRecovery)
+	t.Logf("archive crash sweep: %d crashes at protocol steps (half with the segment renamed before recovery), %d crashes inside recovery", steps, inRecovery)
 	if inRecovery == 0 {
 		t.Fatal("no crash inside recovery exercised")
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
@@ -59,7 +59,7 @@ func openRig(hotPath, coldPath, statePath string) (*rig, error) {
 		return nil, err
 	}
 	r.leases = fsx.NewLeases()
-	r.env = &Env{Journal: j, Leases: r.leases, Log: zap.NewNop()}
+	r.env = &Env{Ops: &fsx.Runner{Journal: j, Leases: r.leases, Verify: map[fsx.OpKind]fsx.VerifyFunc{fsx.KindArchive: VerifyArchive}}}
 	return r, nil
 }
 
@@ -75,7 +75,7 @@ func newRig(t *testing.T, hot, cold string) *rig {
 
 func (r *rig) close() {
 	r.leases.Close()
-	r.env.Journal.Close()
+	r.env.Ops.Journal.Close()
 	r.hot.Close()
 	r.cold.Close()
 	r.state.Close()
@@ -86,8 +86,15 @@ func (r *rig) job(t testing.TB, name, compress string) MoveJob {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f, err := r.hot.OpenRead(name, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 4)
+	n, _ := f.ReadAt(head, 0)
+	f.Close()
 	return MoveJob{Stream: "app", Hot: r.hot, HotPath: r.hotPath, Cold: r.cold, ColdPath: r.coldPath,
-		Name: name, Segment: st, Compress: compress}
+		Segment: fsx.RefOf(name, st), Output: ColdName(name, codec.Sniff(head[:n]), compress, 0), Compress: compress}
 }
 
 func decompress(t testing.TB, path, compress string) string {
@@ -160,23 +167,84 @@ func TestMoveByteExactKeepsOwnerModeAndMtime(t *testing.T) {
 			if c != "none" && res.Written >= res.Bytes/5 {
 				t.Fatalf("%s wrote %d of %d bytes", c, res.Written, res.Bytes)
 			}
-			if p := r.env.Journal.Pending(); len(p) != 0 {
+			if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
 				t.Fatalf("pending ops %+v", p)
 			}
 		})
 	}
 }
 
+// TestMoveNeverReplacesAnEarlierArchive: the planned cold name taken by the
+// time the job publishes fails the job (the segment stays hot, nothing is
+// pending); the next plan's name (".1") works. Both protocols.
 func TestMoveNeverReplacesAnEarlierArchive(t *testing.T) {
-	r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold"))
-	os.WriteFile(filepath.Join(r.coldPath, "app.log.zst"), []byte("an earlier archive"), 0o600)
-	os.WriteFile(filepath.Join(r.hotPath, "app.log"), []byte("new\n"), 0o600)
-	res, err := r.env.Move(context.Background(), r.job(t, "app.log", "zstd"))
-	if err != nil || res.Output != "app.log.1.zst" {
-		t.Fatalf("%+v %v", res, err)
+	for _, c := range []string{"zstd", "none"} {
+		t.Run(c, func(t *testing.T) {
+			r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold"))
+			taken := ColdName("app.log", codec.Text, c, 0)
+			os.WriteFile(filepath.Join(r.coldPath, taken), []byte("an earlier archive"), 0o600)
+			os.WriteFile(filepath.Join(r.hotPath, "app.log"), []byte("new\n"), 0o600)
+			_, err := r.env.Move(context.Background(), r.job(t, "app.log", c))
+			if !errors.Is(err, fsx.ErrExists) {
+				t.Fatalf("err = %v, want ErrExists", err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(r.coldPath, taken)); string(b) != "an earlier archive" {
+				t.Fatal("an earlier archive was replaced")
+			}
+			if b, _ := os.ReadFile(filepath.Join(r.hotPath, "app.log")); string(b) != "new\n" {
+				t.Fatal("segment not intact")
+			}
+			if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
+				t.Fatalf("pending %+v", p)
+			}
+			j := r.job(t, "app.log", c)
+			j.Output = ColdName("app.log", codec.Text, c, 1)
+			res, err := r.env.Move(context.Background(), j)
+			if err != nil || res.Output != j.Output || decompress(t, filepath.Join(r.coldPath, j.Output), c) != "new\n" {
+				t.Fatalf("%+v %v", res, err)
+			}
+		})
 	}
-	if b, _ := os.ReadFile(filepath.Join(r.coldPath, "app.log.zst")); string(b) != "an earlier archive" {
-		t.Fatal("an earlier archive was replaced")
+}
+
+// TestCompressedSegmentIsArchivedAsItIs: a segment that is already zstd or
+// gzip (a compressed consolidated segment) goes to the cold tier with its own
+// bytes and one suffix: it decompresses once to the text, never to zstd.
+func TestCompressedSegmentIsArchivedAsItIs(t *testing.T) {
+	text := content(3000)
+	var zb strings.Builder
+	zw, _ := zstd.NewWriter(&zb)
+	zw.Write([]byte(text))
+	zw.Close()
+	var gb strings.Builder
+	gw := gzip.NewWriter(&gb)
+	gw.Write([]byte(text))
+	gw.Close()
+	for _, c := range []struct{ name, data, compress, want, enc string }{
+		{"app-1~c1.log.zst", zb.String(), "zstd", "app-1~c1.log.zst", "zstd"},
+		{"app-1~c1.log", zb.String(), "zstd", "app-1~c1.log.zst", "zstd"},
+		{"app-1~c1.log.gz", gb.String(), "zstd", "app-1~c1.log.gz", "gzip"},
+		{"app-1~c1.log.zst", zb.String(), "gzip", "app-1~c1.log.zst", "zstd"},
+		{"app-1~c1.log.zst", zb.String(), "none", "app-1~c1.log.zst", "zstd"},
+	} {
+		t.Run(c.name+"/"+c.compress, func(t *testing.T) {
+			r := newRig(t, filepath.Join(t.TempDir(), "hot"), filepath.Join(t.TempDir(), "cold"))
+			os.WriteFile(filepath.Join(r.hotPath, c.name), []byte(c.data), 0o640)
+			j := r.job(t, c.name, c.compress)
+			if j.Output != c.want {
+				t.Fatalf("cold name %q, want %q", j.Output, c.want)
+			}
+			if _, err := r.env.Move(context.Background(), j); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := os.ReadFile(filepath.Join(r.coldPath, c.want))
+			if string(b) != c.data {
+				t.Fatal("archive is not the segment's own bytes")
+			}
+			if got := decompress(t, filepath.Join(r.coldPath, c.want), c.enc); got != text {
+				t.Fatalf("decompressed once: %d bytes, want the %d bytes of text", len(got), len(text))
+			}
+		})
 	}
 }
 
@@ -186,7 +254,7 @@ func TestWriterOpeningDuringMoveAborts(t *testing.T) {
 	p := filepath.Join(r.hotPath, "app-1.log")
 	os.WriteFile(p, []byte(data), 0o644)
 	var w *exec.Cmd
-	r.env.Fault = func(pt string) {
+	r.env.Ops.Fault = func(pt string) {
 		if pt != "archive:created" {
 			return
 		}
@@ -230,7 +298,7 @@ func TestColdENOSPCLeavesTheSegmentHot(t *testing.T) {
 	if names, _ := r.cold.Names(); len(names) != 0 {
 		t.Fatalf("cold dir not empty: %v", names)
 	}
-	if p := r.env.Journal.Pending(); len(p) != 0 {
+	if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
 		t.Fatalf("pending %+v", p)
 	}
 }

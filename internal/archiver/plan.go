@@ -7,8 +7,11 @@ package archiver
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/model"
 )
 
@@ -27,7 +30,8 @@ type Job struct {
 	Segment model.Segment
 	Kind    Kind
 	Urgent  bool   // overrides load deferral
-	Output  string // path relative to the cold dir: <stream>/<segment>[.zst|.gz]
+	Name    string // the archive's name in the stream's cold subdir (see ColdName)
+	Output  string // path relative to the cold dir: <stream>/<Name>
 	Reason  string
 }
 
@@ -42,6 +46,10 @@ type Input struct {
 	Now        time.Time
 	Load       float64
 	PauseAbove float64
+	// ColdName names the archive of a segment (the caller knows the segment's
+	// encoding and the names already in the cold subdir); nil: ColdName of a
+	// text segment with no earlier archive of that name.
+	ColdName func(s *model.Stream, seg model.Segment) string
 }
 
 // candidates are the segments archival may take: the closed or consolidated
@@ -63,15 +71,29 @@ func candidates(s *model.Stream) []model.Segment {
 	return out
 }
 
-// ColdName is where a segment goes inside the cold dir (see README "Cold layout").
-func ColdName(stream, segment, compress string) string {
-	switch compress {
-	case "zstd":
-		return stream + "/" + segment + ".zst"
-	case "gzip":
-		return stream + "/" + segment + ".gz"
+// ColdName is the name a segment's archive gets in its stream's cold subdir
+// (README "Cold layout"): the segment's name with the extension of the
+// archive's encoding, added once. enc is the segment's own encoding (its magic
+// bytes): a text segment is compressed as compress says, a gzip or zstd one is
+// archived as it is. n > 0 — an earlier archive holds the name — inserts ".n"
+// before that extension:
+//
+//	app-7.log, text, zstd        -> app-7.log.zst, app-7.log.1.zst, ...
+//	app-7~c1.log.zst, zstd, zstd -> app-7~c1.log.zst (not .zst.zst)
+//	app-7.log, text, none        -> app-7.log, app-7.log.1, ...
+func ColdName(segment string, enc codec.Encoding, compress string, n int) string {
+	if enc == codec.Text {
+		enc = codec.Parse(compress)
 	}
-	return stream + "/" + segment
+	ext := enc.Ext()
+	base := segment
+	if ext != "" {
+		base = strings.TrimSuffix(segment, ext)
+	}
+	if n > 0 {
+		base += "." + strconv.Itoa(n)
+	}
+	return base + ext
 }
 
 // Plan decides archival for all streams at once (the filesystem guard spans them).
@@ -88,6 +110,10 @@ func ColdName(stream, segment, compress string) string {
 func Plan(streams []*model.Stream, in Input) Decision {
 	d := Decision{Jobs: map[string][]Job{}, Deferred: map[string][]Job{}}
 	chosen := map[*model.Stream]map[string]bool{}
+	byName := map[string]*model.Stream{}
+	for _, s := range streams {
+		byName[s.Config.Name] = s
+	}
 	var all []Job
 	add := func(s *model.Stream, seg model.Segment, kind Kind, urgent bool, reason string) int64 {
 		if chosen[s] == nil {
@@ -97,8 +123,7 @@ func Plan(streams []*model.Stream, in Input) Decision {
 			return 0
 		}
 		chosen[s][seg.Name] = true
-		all = append(all, Job{Stream: s.Config.Name, Segment: seg, Kind: kind, Urgent: urgent,
-			Output: ColdName(s.Config.Name, seg.Name, s.Config.Archive.Compress), Reason: reason})
+		all = append(all, Job{Stream: s.Config.Name, Segment: seg, Kind: kind, Urgent: urgent, Reason: reason})
 		return seg.Size
 	}
 
@@ -208,6 +233,13 @@ func Plan(streams []*model.Stream, in Input) Decision {
 		}
 	}
 	for _, j := range all {
+		s := byName[j.Stream]
+		if in.ColdName != nil {
+			j.Name = in.ColdName(s, j.Segment)
+		} else {
+			j.Name = ColdName(j.Segment.Name, codec.Text, s.Config.Archive.Compress, 0)
+		}
+		j.Output = j.Stream + "/" + j.Name
 		if !j.Urgent && in.Load >= in.PauseAbove {
 			j.Reason += fmt.Sprintf("; deferred: load %.2f ≥ pause_above %.2f", in.Load, in.PauseAbove)
 			d.Deferred[j.Stream] = append(d.Deferred[j.Stream], j)

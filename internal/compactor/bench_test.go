@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 
 	"github.com/logcompactd/logcompactd/internal/fsx"
 )
@@ -59,15 +58,15 @@ func newMergeRig(b *testing.B, maxRate float64) (*mergeRig, func()) {
 		b.Fatal(err)
 	}
 	ls := fsx.NewLeases()
-	r := &mergeRig{logs: logs, d: d, env: &Env{Journal: j, Leases: ls, Pacer: NewPacer(maxRate, 1<<20, nil), Log: zap.NewNop()}}
+	r := &mergeRig{logs: logs, d: d, env: &Env{Ops: &fsx.Runner{Journal: j, Leases: ls}, Pacer: NewPacer(maxRate, 1<<20, nil)}}
 	return r, func() { ls.Close(); j.Close(); sd.Close(); r.d.Close() }
 }
 
 func (r *mergeRig) job(names []string) MergeJob {
-	job := MergeJob{Stream: "app", Dir: r.d, DirPath: r.logs, InputNames: names, Output: "app-000~c1.log", Compress: "none"}
+	job := MergeJob{Stream: "app", Dir: r.d, DirPath: r.logs, Output: "app-000~c1.log", Compress: "none"}
 	for _, n := range names {
 		st, _ := r.d.Stat(n)
-		job.Inputs = append(job.Inputs, st)
+		job.Inputs = append(job.Inputs, fsx.RefOf(n, st))
 	}
 	return job
 }
@@ -115,7 +114,7 @@ func BenchmarkMergeVsCat(b *testing.B) {
 		exec.Command("sync").Run()
 		job := r.job(names)
 		start := time.Now()
-		r.env.Fault = func(p string) {
+		r.env.Ops.Fault = func(p string) {
 			if p == "merge:committed" {
 				commitT += time.Since(start)
 			}

@@ -3,12 +3,14 @@ package compactor
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"go.uber.org/goleak"
 
 	"github.com/logcompactd/logcompactd/internal/fsx"
@@ -17,6 +19,9 @@ import (
 // The crash child: with LCD_CRASH_MODE set, the test binary runs one merge (or
 // one recovery) over LCD_CRASH_LOGS / LCD_CRASH_STATE and exits 97 — at once, no
 // deferred clean-up, like kill -9 — when it reaches the named step LCD_CRASH_AT.
+// With LCD_CRASH_RECORD set it appends every step it reaches to that file
+// instead, which is how the sweep learns the steps: every step the layer
+// names is crashed at, none is listed by hand.
 func TestMain(m *testing.M) {
 	if mode := os.Getenv("LCD_CRASH_MODE"); mode != "" {
 		os.Exit(crashChild(mode))
@@ -29,22 +34,29 @@ const crashExit = 97
 func crashChild(mode string) int {
 	t := &testing.T{}
 	r := newRigNoCleanup(t, os.Getenv("LCD_CRASH_LOGS"), os.Getenv("LCD_CRASH_STATE"))
-	at := os.Getenv("LCD_CRASH_AT")
-	r.env.Fault = func(p string) {
+	at, record := os.Getenv("LCD_CRASH_AT"), os.Getenv("LCD_CRASH_RECORD")
+	r.env.Ops.Fault = func(p string) {
+		if record != "" {
+			f, err := os.OpenFile(record, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			if err == nil {
+				fmt.Fprintln(f, p)
+				f.Close()
+			}
+		}
 		if p == at {
 			os.Exit(crashExit)
 		}
 	}
 	switch mode {
 	case "merge":
-		segs := r.segments()
-		_, err := r.env.Merge(context.Background(), r.job(segs...))
-		if err != nil {
+		j := r.job(r.segments()...)
+		j.Compress = os.Getenv("LCD_CRASH_COMPRESS")
+		if _, err := r.env.Merge(context.Background(), j); err != nil {
 			fmt.Fprintln(os.Stderr, "merge:", err)
 			return 1
 		}
 	case "recover":
-		if _, err := r.env.Recover(func(string) (*fsx.Dir, error) { return r.dir, nil }, nil); err != nil {
+		if _, err := r.env.Ops.Recover(fsx.Resolver{Src: func(string) (*fsx.Dir, error) { return r.dir, nil }}); err != nil {
 			fmt.Fprintln(os.Stderr, "recover:", err)
 			return 1
 		}
@@ -66,7 +78,7 @@ func newRigNoCleanup(t *testing.T, logs, state string) *rig {
 		panic(err)
 	}
 	r.leases = fsx.NewLeases()
-	r.env = &Env{Journal: j, Leases: r.leases, Pacer: NewPacer(0, 1<<20, nil), Log: nopLog(), ChunkSize: 4096}
+	r.env = &Env{Ops: &fsx.Runner{Journal: j, Leases: r.leases}, Pacer: NewPacer(0, 1<<20, nil), ChunkSize: 4096}
 	return r
 }
 
@@ -77,49 +89,59 @@ var crashInputs = []struct{ name, content string }{
 	{"app-3.log", strings.Repeat("c\n", 3000)},
 }
 
-func mergePoints(n int) []string {
-	pts := []string{"merge:start"}
-	for i := 0; i < n; i++ {
-		pts = append(pts, fmt.Sprintf("merge:before-open:%d", i))
-	}
-	pts = append(pts, "merge:begun", "merge:created")
-	for i := 0; i < n; i++ {
-		pts = append(pts, fmt.Sprintf("merge:copied:%d", i))
-	}
-	pts = append(pts, "merge:synced", "merge:rechecked", "merge:renamed", "merge:dirsynced", "merge:committed")
-	for i := 0; i < n; i++ {
-		pts = append(pts, fmt.Sprintf("merge:unlinked:%d", i))
-	}
-	return append(pts, "merge:inputs-synced", "merge:done")
-}
+type crashRun struct{ logs, state, compress string }
 
-var recoverPoints = []string{"recover:unlinked-temp", "recover:unlinked-output", "recover:synced", "recover:done",
-	"merge:unlinked:0", "merge:unlinked:1", "merge:unlinked:2", "merge:inputs-synced", "merge:done"}
-
-func runChild(t *testing.T, mode, logs, state, at string) (crashed bool) {
+func (c crashRun) child(t *testing.T, mode, at, record string) (crashed bool) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "LCD_CRASH_MODE="+mode, "LCD_CRASH_LOGS="+logs, "LCD_CRASH_STATE="+state, "LCD_CRASH_AT="+at)
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "LCD_CRASH_MODE="+mode, "LCD_CRASH_LOGS="+c.logs,
+		"LCD_CRASH_STATE="+c.state, "LCD_CRASH_AT="+at, "LCD_CRASH_RECORD="+record, "LCD_CRASH_COMPRESS="+c.compress)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == crashExit {
 		return true
 	}
 	if err != nil {
-		t.Fatalf("%s child (crash at %s): %v\n%s", mode, at, err, out)
+		t.Fatalf("%s child (crash at %q): %v\n%s", mode, at, err, out)
 	}
 	return false
+}
+
+// steps runs mode to its end in a child and returns the steps it reached, in order.
+func (c crashRun) steps(t *testing.T, mode string) []string {
+	t.Helper()
+	rec := filepath.Join(t.TempDir(), "steps")
+	c.child(t, mode, "", rec)
+	b, err := os.ReadFile(rec)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+// renameAll renames every file of the stream the way a rotating writer would
+// (app-N.log -> app-N.logr, keeping the order); temp names stay.
+func (c crashRun) renameAll(t *testing.T) {
+	ents, err := os.ReadDir(c.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !fsx.IsTemp(e.Name()) && !strings.Contains(e.Name(), "~c") {
+			must(t, os.Rename(filepath.Join(c.logs, e.Name()), filepath.Join(c.logs, e.Name()+"r")))
+		}
+	}
 }
 
 // assertOnce checks the promise after recovery: no temp file, no pending op, and
 // the stream read in order is the original concatenation — exactly, or with the
 // recorded newline when the inputs were merged.
-func assertOnce(t *testing.T, logs, state, scenario string) {
+func (c crashRun) assertOnce(t *testing.T, scenario string) {
 	t.Helper()
-	r := newRig(t, logs, state)
+	r := newRig(t, c.logs, c.state)
 	if tmp := r.temps(); len(tmp) != 0 {
 		t.Fatalf("%s: temp files left %v", scenario, tmp)
 	}
-	if p := r.env.Journal.Pending(); len(p) != 0 {
+	if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
 		t.Fatalf("%s: ops pending after recovery: %+v", scenario, p)
 	}
 	var got strings.Builder
@@ -137,66 +159,95 @@ func assertOnce(t *testing.T, logs, state, scenario string) {
 	}
 	switch {
 	case len(segs) == len(crashInputs) && got.String() == orig.String():
-	case len(segs) == 1 && strings.Contains(segs[0], "~c") && got.String() == merged.String():
+	case len(segs) == 1 && strings.Contains(segs[0], "~c") && c.compress == "none" && got.String() == merged.String():
+	case len(segs) == 1 && strings.Contains(segs[0], "~c") && c.compress == "zstd" && decompress(t, got.String()) == merged.String():
 	default:
 		t.Fatalf("%s: segments %v hold %d bytes: neither the intact inputs nor the complete output", scenario, segs, len(got.String()))
 	}
 	r.close()
 }
 
-func setupCrash(t *testing.T) (logs, state string) {
+func setupCrash(t *testing.T, compress string) crashRun {
 	base := t.TempDir()
-	logs, state = filepath.Join(base, "logs"), filepath.Join(base, "state")
-	for _, p := range []string{logs, state} {
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			t.Fatal(err)
-		}
+	c := crashRun{filepath.Join(base, "logs"), filepath.Join(base, "state"), compress}
+	for _, p := range []string{c.logs, c.state} {
+		must(t, os.MkdirAll(p, 0o700))
 	}
 	for _, in := range crashInputs {
-		if err := os.WriteFile(filepath.Join(logs, in.name), []byte(in.content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		must(t, os.WriteFile(filepath.Join(c.logs, in.name), []byte(in.content), 0o644))
 	}
-	return logs, state
+	return c
 }
 
-func recoverInParent(t *testing.T, logs, state string) {
+func (c crashRun) recoverInParent(t *testing.T) {
 	t.Helper()
-	r := newRig(t, logs, state)
-	if _, err := r.env.Recover(func(string) (*fsx.Dir, error) { return r.dir, nil }, nil); err != nil {
+	r := newRig(t, c.logs, c.state)
+	if _, err := r.env.Ops.Recover(fsx.Resolver{Src: func(string) (*fsx.Dir, error) { return r.dir, nil }}); err != nil {
 		t.Fatalf("recover: %v", err)
 	}
 	r.close()
 }
 
-// TestCrashAtEveryStep kills a real merge process at each named step, then
-// recovers; then kills the recovery itself at each of its steps and recovers
-// again. After each: every byte present exactly once, no temp file.
+// TestCrashAtEveryStep kills a real merge process at every step the operation
+// layer reaches (plain and zstd merges), then recovers; then kills the recovery
+// itself at every step it reaches from that state, and recovers again. Each
+// state is also recovered after a writer renamed every file of the stream in
+// between (inputs are found by identity). After each: every byte exactly once,
+// no temp file, nothing pending.
 func TestCrashAtEveryStep(t *testing.T) {
-	points := mergePoints(len(crashInputs))
-	covered, combos := 0, 0
-	for _, p := range points {
-		logs, state := setupCrash(t)
-		if !runChild(t, "merge", logs, state, p) {
-			t.Fatalf("merge never reached crash point %s", p)
+	steps, inRecovery := 0, 0
+	for _, compress := range []string{"none", "zstd"} {
+		points := setupCrash(t, compress).steps(t, "merge")
+		if len(points) < 10 {
+			t.Fatalf("%s merge reached only %v", compress, points)
 		}
-		covered++
-		recoverInParent(t, logs, state)
-		assertOnce(t, logs, state, "crash at "+p)
-
-		for _, rp := range recoverPoints {
-			logs, state := setupCrash(t)
-			runChild(t, "merge", logs, state, p)
-			if !runChild(t, "recover", logs, state, rp) {
-				continue // recovery of this state does not pass that step
+		for _, p := range points {
+			for _, renamed := range []bool{false, true} {
+				c := setupCrash(t, compress)
+				if !c.child(t, "merge", p, "") {
+					t.Fatalf("merge never reached crash point %s", p)
+				}
+				if renamed {
+					c.renameAll(t)
+				}
+				steps++
+				c.recoverInParent(t)
+				c.assertOnce(t, fmt.Sprintf("%s: crash at %s (renamed %v)", compress, p, renamed))
 			}
-			combos++
-			recoverInParent(t, logs, state)
-			assertOnce(t, logs, state, "crash at "+p+", then in recovery at "+rp)
+
+			probe := setupCrash(t, compress)
+			probe.child(t, "merge", p, "")
+			for _, rp := range probe.steps(t, "recover") {
+				c := setupCrash(t, compress)
+				c.child(t, "merge", p, "")
+				if !c.child(t, "recover", rp, "") {
+					t.Fatalf("recovery after %s never reached %s", p, rp)
+				}
+				inRecovery++
+				c.recoverInParent(t)
+				c.assertOnce(t, fmt.Sprintf("%s: crash at %s, then in recovery at %s", compress, p, rp))
+			}
 		}
 	}
-	t.Logf("crash points covered: %d merge steps, %d crashes inside recovery", covered, combos)
-	if combos == 0 {
+	t.Logf("merge crash sweep: %d crashes at protocol steps (half with the stream renamed before recovery), %d crashes inside recovery", steps, inRecovery)
+	if inRecovery == 0 {
 		t.Fatal("no crash inside recovery was exercised")
 	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func decompress(t *testing.T, s string) string {
+	t.Helper()
+	zr, err := zstd.NewReader(strings.NewReader(s))
+	must(t, err)
+	defer zr.Close()
+	b, err := io.ReadAll(zr)
+	must(t, err)
+	return string(b)
 }

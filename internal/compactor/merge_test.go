@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"go.uber.org/zap"
 
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
@@ -52,14 +51,14 @@ func newRig(t *testing.T, logs, state string) *rig {
 		t.Fatal(err)
 	}
 	r.leases = fsx.NewLeases()
-	r.env = &Env{Journal: j, Leases: r.leases, Pacer: NewPacer(0, 1<<20, nil), Log: zap.NewNop(), ChunkSize: 4096}
+	r.env = &Env{Ops: &fsx.Runner{Journal: j, Leases: r.leases}, Pacer: NewPacer(0, 1<<20, nil), ChunkSize: 4096}
 	t.Cleanup(func() { r.close() })
 	return r
 }
 
 func (r *rig) close() {
 	r.leases.Close()
-	r.env.Journal.Close()
+	r.env.Ops.Journal.Close()
 	r.dir.Close()
 	r.sdir.Close()
 }
@@ -106,8 +105,7 @@ func (r *rig) job(names ...string) MergeJob {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		j.Inputs = append(j.Inputs, st)
-		j.InputNames = append(j.InputNames, n)
+		j.Inputs = append(j.Inputs, fsx.RefOf(n, st))
 	}
 	return j
 }
@@ -141,7 +139,7 @@ func TestMergeIsByteExact(t *testing.T) {
 	if segs := strings.Join(r.segments(), " "); segs != "app-1~c1.log app-5.log" {
 		t.Fatalf("segments after merge: %s", segs)
 	}
-	if r.read("app-5.log") != "active\n" || len(r.temps()) != 0 || len(r.env.Journal.Pending()) != 0 {
+	if r.read("app-5.log") != "active\n" || len(r.temps()) != 0 || len(r.env.Ops.Journal.Pending()) != 0 {
 		t.Fatal("active segment touched, temp left, or op pending")
 	}
 	fi, _ := os.Stat(filepath.Join(r.logs, "app-1~c1.log"))
@@ -217,7 +215,7 @@ func (r *rig) assertIntact(want map[string]string) {
 	if len(r.temps()) != 0 {
 		r.t.Fatalf("temp files left: %v", r.temps())
 	}
-	if p := r.env.Journal.Pending(); len(p) != 0 {
+	if p := r.env.Ops.Journal.Pending(); len(p) != 0 {
 		r.t.Fatalf("ops left pending: %+v", p)
 	}
 }
@@ -225,7 +223,7 @@ func (r *rig) assertIntact(want map[string]string) {
 func TestKeepInactiveThenFinish(t *testing.T) {
 	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
 	now := time.Unix(1_700_000_000, 0)
-	r.env.Now = func() time.Time { return now }
+	r.env.Ops.Now = func() time.Time { return now }
 	r.write("app-1.log", "a\n")
 	r.write("app-2.log", "b\n")
 	j := r.job("app-1.log", "app-2.log")
@@ -234,16 +232,17 @@ func TestKeepInactiveThenFinish(t *testing.T) {
 	if err != nil || !res.Inactive {
 		t.Fatalf("%+v %v", res, err)
 	}
-	keep := func(string) time.Duration { return time.Hour }
-	dirs := func(string) (*fsx.Dir, error) { return r.dir, nil }
-	if n, err := r.env.FinishInactive(dirs, keep); n != 0 || err != nil {
+	res2 := fsx.Resolver{Src: func(string) (*fsx.Dir, error) { return r.dir, nil },
+		KeepUntil: func(op fsx.Op) int64 { return op.Commit.AtNs + int64(time.Hour) }}
+	kept := func(op fsx.Op) bool { return op.InputsInactive() }
+	if n, err := r.env.Ops.FinishDue(res2, kept); n != 0 || err != nil {
 		t.Fatalf("finished %d before keep_inactive passed (%v)", n, err)
 	}
 	if len(r.segments()) != 3 {
 		t.Fatalf("inputs not kept: %v", r.segments())
 	}
 	now = now.Add(2 * time.Hour)
-	if n, err := r.env.FinishInactive(dirs, keep); n != 1 || err != nil {
+	if n, err := r.env.Ops.FinishDue(res2, kept); n != 1 || err != nil {
 		t.Fatalf("finish: %d %v", n, err)
 	}
 	if segs := r.segments(); len(segs) != 1 || r.read(segs[0]) != "a\nb\n" {
@@ -259,8 +258,8 @@ func TestWriterOpeningDuringMergeAborts(t *testing.T) {
 	r.write("app-1.log", strings.Repeat("x\n", 10000))
 	r.write("app-2.log", strings.Repeat("y\n", 10000))
 	var writer *exec.Cmd
-	r.env.Fault = func(p string) {
-		if p != "merge:copied:0" {
+	r.env.Ops.Fault = func(p string) {
+		if p != "merge:produced" {
 			return
 		}
 		writer = exec.Command("sh", "-c", `exec 3>>"$1" && echo opened && exec sleep 60`, "sh", filepath.Join(r.logs, "app-2.log"))
@@ -297,15 +296,16 @@ func TestSymlinkSwappedInBeforeOpenIsRefused(t *testing.T) {
 	r.write("app-1.log", "a\n")
 	r.write("app-2.log", "b\n")
 	j := r.job("app-1.log", "app-2.log")
-	r.env.Fault = func(p string) {
-		if p == "merge:before-open:1" {
+	r.env.Ops.Fault = func(p string) {
+		if p == "merge:leased:0" {
 			// Between scan and open, a hostile user swaps the segment for a symlink.
 			_ = os.Remove(filepath.Join(r.logs, "app-2.log"))
 			_ = os.Symlink(secret, filepath.Join(r.logs, "app-2.log"))
 		}
 	}
-	if _, err := r.env.Merge(context.Background(), j); !errors.Is(err, fsx.ErrNotRegular) {
-		t.Fatalf("err = %v, want ErrNotRegular", err)
+	// The segment is gone (its name is a symlink now): the merge is abandoned.
+	if _, err := r.env.Merge(context.Background(), j); !errors.Is(err, fsx.ErrInputChanged) || !errors.Is(err, fsx.ErrNotFound) {
+		t.Fatalf("err = %v, want ErrInputChanged (not found)", err)
 	}
 	if b, _ := os.ReadFile(secret); string(b) != "TOP SECRET\n" {
 		t.Fatal("outside file changed")
@@ -324,7 +324,7 @@ func TestInputChangedAfterCopyAborts(t *testing.T) {
 	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
 	r.write("app-1.log", "a\n")
 	r.write("app-2.log", "b\n")
-	r.env.Fault = func(p string) {
+	r.env.Ops.Fault = func(p string) {
 		if p == "merge:synced" {
 			f, err := os.OpenFile(filepath.Join(r.logs, "app-1.log"), os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
@@ -336,7 +336,7 @@ func TestInputChangedAfterCopyAborts(t *testing.T) {
 		}
 	}
 	_, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log"))
-	if !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, ErrInputChanged) {
+	if !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, fsx.ErrInputChanged) {
 		t.Fatalf("err = %v", err)
 	}
 	r.assertIntact(map[string]string{"app-1.log": "a\nlate line\n", "app-2.log": "b\n"})
@@ -347,7 +347,7 @@ func TestCancelledMergeLeavesNothing(t *testing.T) {
 	r.write("app-1.log", strings.Repeat("a\n", 50000))
 	r.write("app-2.log", "b\n")
 	ctx, cancel := context.WithCancel(context.Background())
-	r.env.Fault = func(p string) {
+	r.env.Ops.Fault = func(p string) {
 		if p == "merge:created" {
 			cancel() // SIGTERM arrives mid-job
 		}
@@ -358,4 +358,73 @@ func TestCancelledMergeLeavesNothing(t *testing.T) {
 	r.assertIntact(map[string]string{"app-1.log": strings.Repeat("a\n", 50000), "app-2.log": "b\n"})
 }
 
-func nopLog() *zap.Logger { return zap.NewNop() }
+// TestInputsRenamedDuringTheMergeAreRemovedByIdentity is logrotate's numbered
+// scheme racing a merge: at each step of the job, every input is renamed
+// (app.log.N -> app.log.N+1) and a new file takes the first input's old name.
+// However late the rename, the inputs end up removed wherever they are — none
+// stays behind as a duplicate of the output — and the new file under an old
+// name is never touched.
+func TestInputsRenamedDuringTheMergeAreRemovedByIdentity(t *testing.T) {
+	for _, at := range []string{"merge:start", "merge:leased:1", "merge:produced", "merge:rechecked", "merge:published",
+		"merge:committed", "merge:removing", "merge:removed:0"} {
+		t.Run(at, func(t *testing.T) {
+			r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+			r.write("app.log.2", "two\n")
+			r.write("app.log.1", "one\n")
+			j := r.job("app.log.2", "app.log.1")
+			j.Output = "app.log.2~c1"
+			r.env.Ops.Fault = func(p string) {
+				if p != at {
+					return
+				}
+				for _, n := range []string{"app.log.2", "app.log.1"} {
+					next := "app.log.3"
+					if n == "app.log.1" {
+						next = "app.log.2"
+					}
+					if err := os.Rename(filepath.Join(r.logs, n), filepath.Join(r.logs, next)); err != nil && !os.IsNotExist(err) {
+						t.Error(err)
+					}
+				}
+				r.write("app.log.1", "rotated in meanwhile\n")
+			}
+			if _, err := r.env.Merge(context.Background(), j); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(r.segments(), " "); got != "app.log.1 app.log.2~c1" {
+				t.Fatalf("segments %q: an input stayed behind, or the new file went", got)
+			}
+			if r.read("app.log.2~c1") != "two\none\n" || r.read("app.log.1") != "rotated in meanwhile\n" {
+				t.Fatal("wrong bytes")
+			}
+			if p := r.env.Ops.Journal.Pending(); len(p) != 0 || len(r.temps()) != 0 {
+				t.Fatalf("pending %+v, temps %v", p, r.temps())
+			}
+		})
+	}
+}
+
+// TestCommittedInputThatVanishedStaysInTheJournal: an input gone from its
+// directory between the commit and its removal is reported with the op, which
+// stays pending (never silently skipped); the other inputs are not removed
+// until it is resolved.
+func TestCommittedInputThatVanishedStaysInTheJournal(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	r.write("app-1.log", "a\n")
+	r.write("app-2.log", "b\n")
+	r.env.Ops.Fault = func(p string) {
+		if p == "merge:committed" {
+			_ = os.Rename(filepath.Join(r.logs, "app-2.log"), filepath.Join(t.TempDir(), "elsewhere"))
+		}
+	}
+	res, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log"))
+	if !errors.Is(err, fsx.ErrInputMissing) || !strings.Contains(err.Error(), "app-2.log") || res.Output.Name == "" {
+		t.Fatalf("err = %v, output %q: want ErrInputMissing naming app-2.log, output published", err, res.Output.Name)
+	}
+	if p := r.env.Ops.Journal.Pending(); len(p) != 1 || p[0].Commit == nil {
+		t.Fatalf("pending %+v: want the committed op", p)
+	}
+	if got := strings.Join(r.segments(), " "); got != "app-1.log app-1~c1.log" {
+		t.Fatalf("segments %q", got)
+	}
+}

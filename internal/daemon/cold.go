@@ -8,7 +8,11 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
+	"github.com/logcompactd/logcompactd/internal/codec"
+	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
 )
 
 // coldTier guards one configured cold dir. It remembers the directory (device
@@ -103,4 +107,76 @@ func (c *coldTier) close() {
 		c.dir.Close()
 		c.dir = nil
 	}
+}
+
+// coldNamer names the archives a pass plans (archiver.Input.ColdName): the
+// segment's encoding comes from its magic bytes (read through the scanner's
+// directory, by identity), and a name already in the stream's cold subdir, or
+// given to another archive of this pass, gets the next ".N". plan prints these
+// names and the jobs use them as they are: a name taken meanwhile makes the job
+// fail (it never replaces), and the next pass picks again.
+type coldNamer struct {
+	d     *Daemon
+	taken map[string]map[string]bool // per stream: names in the cold subdir and given this pass
+}
+
+func (d *Daemon) coldNamer() *coldNamer {
+	return &coldNamer{d: d, taken: map[string]map[string]bool{}}
+}
+
+func (n *coldNamer) name(s *model.Stream, seg model.Segment) string {
+	taken := n.taken[s.Config.Name]
+	if taken == nil {
+		taken = n.list(s.Config)
+		n.taken[s.Config.Name] = taken
+	}
+	enc := n.encoding(s.Config, seg)
+	for i := 0; ; i++ {
+		cand := archiver.ColdName(seg.Name, enc, s.Config.Archive.Compress, i)
+		if !taken[cand] {
+			taken[cand] = true
+			return cand
+		}
+	}
+}
+
+// list reads the names in the stream's cold subdir (none if it does not exist
+// or cannot be read: the job will find out and say so).
+func (n *coldNamer) list(sc config.Stream) map[string]bool {
+	out := map[string]bool{}
+	t := n.d.tiers[filepath.Clean(sc.Archive.ColdDir)]
+	if t == nil {
+		return out
+	}
+	root, err := fsx.OpenDir(t.path)
+	if err != nil {
+		return out
+	}
+	defer root.Close()
+	sub, err := root.OpenSub(sc.Name)
+	if err != nil {
+		return out
+	}
+	defer sub.Close()
+	names, _ := sub.Names()
+	for _, name := range names {
+		out[name] = true
+	}
+	return out
+}
+
+func (n *coldNamer) encoding(sc config.Stream, seg model.Segment) codec.Encoding {
+	dir, err := n.d.scanner.Dir(sc.Dir)
+	if err != nil {
+		return codec.Text
+	}
+	want := fsx.Stat{Kind: fsx.Regular, Dev: seg.ID.Dev, Ino: seg.ID.Ino, Btime: seg.ID.Gen}
+	f, err := dir.OpenRead(seg.Name, want)
+	if err != nil {
+		return codec.Text
+	}
+	defer f.Close()
+	b := make([]byte, 4)
+	k, _ := f.ReadAt(b, 0)
+	return codec.Sniff(b[:k])
 }

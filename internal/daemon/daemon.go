@@ -67,19 +67,21 @@ type Daemon struct {
 	saved   time.Time
 	prev    map[string]string // last logged actions per stream, to log changes once
 
-	planned    []plannedMerge   // merges decided by the last pass
-	archives   []plannedArchive // archivals decided by the last pass
-	arch       *archiver.Env
-	tiers      map[string]*coldTier       // by cleaned cold dir path
-	journal    *fsx.Journal               // nil when ReadOnly or unusable
-	journalErr error                      // why destructive actions are off, if they are
-	detail     bool                       // reports carry a row per segment (plan)
-	segBuf     map[string][]model.Segment // per stream: the snapshot's segment list, reused
-	obsBuf     []growth.Obs               // the tracker's observations, reused
-	pending    []fsx.Op                   // unfinished ops, as of the last pass
-	leases     *fsx.Leases
-	env        *compactor.Env
-	exec       *executor
+	planned     []plannedMerge   // merges decided by the last pass
+	archives    []plannedArchive // archivals decided by the last pass
+	arch        *archiver.Env
+	tiers       map[string]*coldTier       // by cleaned cold dir path
+	journal     *fsx.Journal               // nil when ReadOnly or unusable
+	journalErr  error                      // why destructive actions are off, if they are
+	detail      bool                       // reports carry a row per segment (plan)
+	segBuf      map[string][]model.Segment // per stream: the snapshot's segment list, reused
+	obsBuf      []growth.Obs               // the tracker's observations, reused
+	pending     []fsx.Op                   // unfinished ops, as of the last pass
+	leases      *fsx.Leases
+	ops         *fsx.Runner // the operation layer every job runs through
+	recoverDirs []*fsx.Dir  // opened for recovery or FinishDue; closed after it
+	env         *compactor.Env
+	exec        *executor
 }
 
 func growthOptions(c *config.Config) growth.Options {
@@ -107,9 +109,10 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 	d.probe = loadprobe.New(loadprobe.Options{Enabled: cfg.Load.Enabled, Interval: cfg.Load.Interval, Logger: d.log})
 	if !o.ReadOnly {
 		d.leases = fsx.NewLeases()
-		d.env = &compactor.Env{Journal: d.journal, Leases: d.leases, Log: d.log, Hooks: fsx.Hooks{Now: o.Now, Fault: o.Fault},
-			Pacer: compactor.NewPacer(float64(cfg.Compaction.MaxRate), 1<<20, nil)}
-		d.arch = &archiver.Env{Journal: d.journal, Leases: d.leases, Pacer: d.env.Pacer, Log: d.log, Hooks: fsx.Hooks{Now: o.Now, Fault: o.Fault}}
+		d.ops = &fsx.Runner{Journal: d.journal, Leases: d.leases, Hooks: fsx.Hooks{Now: o.Now, Fault: o.Fault},
+			Verify: map[fsx.OpKind]fsx.VerifyFunc{fsx.KindArchive: archiver.VerifyArchive}}
+		d.env = &compactor.Env{Ops: d.ops, Pacer: compactor.NewPacer(float64(cfg.Compaction.MaxRate), 1<<20, nil)}
+		d.arch = &archiver.Env{Ops: d.ops, Pacer: d.env.Pacer}
 		d.exec = newExecutor(d)
 	}
 	d.setTiers(cfg)
@@ -357,17 +360,14 @@ func (d *Daemon) markJournaled(s *model.Stream) {
 			continue
 		}
 		for _, in := range op.Inputs {
-			switch {
-			case op.Kind == "archive":
-				busy[key{in.Dev, in.Ino}] = "being archived"
-			case op.Commit != nil:
+			if op.InputsInactive() {
 				inactive[key{in.Dev, in.Ino}] = true
-			default:
-				busy[key{in.Dev, in.Ino}] = "being merged"
+			} else {
+				busy[key{in.Dev, in.Ino}] = "input of an unfinished " + string(op.Kind)
 			}
 		}
-		if op.Created != nil && op.Kind == "merge" {
-			busy[key{op.Created.Dev, op.Created.Ino}] = "output of an unfinished merge"
+		if out := op.OutputInSource(); out != nil {
+			busy[key{out.Dev, out.Ino}] = "output of an unfinished " + string(op.Kind)
 		}
 	}
 	if d.exec != nil {
@@ -400,7 +400,8 @@ func (d *Daemon) plan(now time.Time) *Report {
 			d.planned, d.archives = nil, nil
 		}
 	}()
-	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove})
+	names := d.coldNamer()
+	arch := archiver.Plan(streams, archiver.Input{Now: now, Load: load, PauseAbove: d.cfg.Load.PauseAbove, ColdName: names.name})
 	for _, s := range streams {
 		exclude := map[string]bool{}
 		var actions []Action
@@ -408,7 +409,7 @@ func (d *Daemon) plan(now time.Time) *Report {
 		for _, j := range arch.Jobs[s.Config.Name] {
 			exclude[j.Segment.Name] = true
 			actions = append(actions, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
-			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, stat: stat(j.Segment.Name)})
+			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, input: fsx.RefOf(j.Segment.Name, stat(j.Segment.Name))})
 		}
 		var why []string
 		priority := 0.0
@@ -434,7 +435,7 @@ func (d *Daemon) plan(now time.Time) *Report {
 				pm := plannedMerge{stream: s.Config, job: j, reason: j.Reason}
 				for _, in := range j.Inputs {
 					a.Segments = append(a.Segments, in.Name)
-					pm.stats = append(pm.stats, stat(in.Name))
+					pm.inputs = append(pm.inputs, fsx.RefOf(in.Name, stat(in.Name)))
 				}
 				actions = append(actions, a)
 				d.planned = append(d.planned, pm)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 type plannedMerge struct {
 	stream config.Stream
 	job    compactor.Job
-	stats  []fsx.Stat // the inputs as scanned, in order
+	inputs []fsx.FileRef // the inputs as scanned, in order: identity, size, mtime, name
 	reason string
 }
 
@@ -28,7 +29,7 @@ type plannedMerge struct {
 type plannedArchive struct {
 	stream config.Stream
 	job    archiver.Job
-	stat   fsx.Stat
+	input  fsx.FileRef
 }
 
 // outcome is reported back to the loop, which owns the growth tracker.
@@ -38,30 +39,54 @@ type outcome struct {
 	ok     bool
 }
 
-// executor runs merge jobs on at most compaction.workers goroutines. Whoever
-// submits waits for it (wait, close); jobs see ctx cancelled on close and stop
-// at a safe point (the protocol removes whatever they created).
+// executor runs jobs on at most compaction.workers goroutines. Whoever submits
+// waits for it (wait, close); jobs see ctx cancelled on close and stop at a safe
+// point (the operation layer removes whatever they created). Each job opens its
+// own directory handles (the scanner's are only read), checked to be the
+// directories the plan was made from. Outcomes never block a job: they queue
+// until the loop takes them (take), however many jobs a pass runs.
 type executor struct {
-	d       *Daemon
-	ctx     context.Context
-	cancel  context.CancelFunc
-	sem     chan struct{}
-	wg      sync.WaitGroup
-	results chan outcome
-	once    sync.Once
+	d      *Daemon
+	ctx    context.Context
+	cancel context.CancelFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	ready  chan struct{} // an outcome is queued; buffer 1, non-blocking send
+	once   sync.Once
 
 	mu struct {
 		sync.Mutex
-		busy map[string]map[fsx.FileID]bool // inputs of running jobs, per stream
+		busy     map[string]map[fsx.FileID]bool // inputs of running jobs, per stream
+		outcomes []outcome
 	}
 }
 
 func newExecutor(d *Daemon) *executor {
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &executor{d: d, ctx: ctx, cancel: cancel, sem: make(chan struct{}, d.cfg.Compaction.Workers),
-		results: make(chan outcome, 1024)}
+		ready: make(chan struct{}, 1)}
 	x.mu.busy = map[string]map[fsx.FileID]bool{}
 	return x
+}
+
+// report queues a job's outcome for the loop.
+func (x *executor) report(o outcome) {
+	x.mu.Lock()
+	x.mu.outcomes = append(x.mu.outcomes, o)
+	x.mu.Unlock()
+	select {
+	case x.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns and clears the queued outcomes.
+func (x *executor) take() []outcome {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := x.mu.outcomes
+	x.mu.outcomes = nil
+	return out
 }
 
 // busy returns the inputs of running jobs of a stream.
@@ -75,19 +100,33 @@ func (x *executor) busy(stream string) map[fsx.FileID]bool {
 	return out
 }
 
-// submit starts a merge unless one of its inputs is busy. It must be called from
-// the goroutine that owns the scanner (the dir is cloned here).
-func (x *executor) submit(pm plannedMerge) {
-	dir, err := x.d.scanner.Dir(pm.stream.Dir)
-	var jobDir *fsx.Dir
-	if err == nil {
-		jobDir, err = dir.Clone()
+// openDir opens a stream's dir for a job: its own handle, refused unless it is
+// the directory the scanner read (the plan is about that one).
+func (x *executor) openDir(path string) (*fsx.Dir, error) {
+	seen, err := x.d.scanner.Dir(path)
+	if err != nil {
+		return nil, err
 	}
+	d, err := fsx.OpenDir(path)
+	if err != nil {
+		return nil, err
+	}
+	if d.Dev() != seen.Dev() || d.Ino() != seen.Ino() {
+		d.Close()
+		return nil, fmt.Errorf("%s is no longer the directory that was scanned", path)
+	}
+	return d, nil
+}
+
+// submit starts a merge unless one of its inputs is busy. It must be called from
+// the goroutine that owns the scanner.
+func (x *executor) submit(pm plannedMerge) {
+	jobDir, err := x.openDir(pm.stream.Dir)
 	if err != nil {
 		x.d.log.Error("cannot start merge", zap.String("stream", pm.stream.Name), zap.Error(err))
 		return
 	}
-	if !x.start(pm.stream.Name, pm.stats, func() { defer jobDir.Close(); x.run(jobDir, pm) }) {
+	if !x.start(pm.stream.Name, pm.inputs, func() { defer jobDir.Close(); x.run(jobDir, pm) }) {
 		jobDir.Close()
 	}
 }
@@ -100,11 +139,7 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 	if len(chain) == 0 {
 		return
 	}
-	dir, err := x.d.scanner.Dir(stream.Dir)
-	var hot *fsx.Dir
-	if err == nil {
-		hot, err = dir.Clone()
-	}
+	hot, err := x.openDir(stream.Dir)
 	if err != nil {
 		x.d.log.Error("cannot start archival", zap.String("stream", stream.Name), zap.Error(err))
 		return
@@ -114,11 +149,11 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 		hot.Close()
 		return // logged by the tier; the segments stay hot
 	}
-	stats := make([]fsx.Stat, len(chain))
+	refs := make([]fsx.FileRef, len(chain))
 	for i, pa := range chain {
-		stats[i] = pa.stat
+		refs[i] = pa.input
 	}
-	if !x.start(stream.Name, stats, func() {
+	if !x.start(stream.Name, refs, func() {
 		defer hot.Close()
 		defer cold.Close()
 		for _, pa := range chain {
@@ -132,26 +167,26 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 	}
 }
 
-// start marks stats busy and runs fn on a worker, or returns false if any is busy.
-func (x *executor) start(stream string, stats []fsx.Stat, fn func()) bool {
+// start marks the inputs busy and runs fn on a worker, or returns false if any is busy.
+func (x *executor) start(stream string, refs []fsx.FileRef, fn func()) bool {
 	x.mu.Lock()
 	if x.mu.busy[stream] == nil {
 		x.mu.busy[stream] = map[fsx.FileID]bool{}
 	}
-	for _, st := range stats {
-		if x.mu.busy[stream][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
+	for _, r := range refs {
+		if x.mu.busy[stream][fsx.FileID{Dev: r.Dev, Ino: r.Ino}] {
 			x.mu.Unlock()
 			return false
 		}
 	}
-	for _, st := range stats {
-		x.mu.busy[stream][fsx.FileID{Dev: st.Dev, Ino: st.Ino}] = true
+	for _, r := range refs {
+		x.mu.busy[stream][fsx.FileID{Dev: r.Dev, Ino: r.Ino}] = true
 	}
 	x.mu.Unlock()
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
-		defer x.release(stream, stats)
+		defer x.release(stream, refs)
 		select {
 		case x.sem <- struct{}{}:
 		case <-x.ctx.Done():
@@ -163,67 +198,70 @@ func (x *executor) start(stream string, stats []fsx.Stat, fn func()) bool {
 	return true
 }
 
-func (x *executor) release(stream string, stats []fsx.Stat) {
+func (x *executor) release(stream string, refs []fsx.FileRef) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, st := range stats {
-		delete(x.mu.busy[stream], fsx.FileID{Dev: st.Dev, Ino: st.Ino})
+	for _, r := range refs {
+		delete(x.mu.busy[stream], fsx.FileID{Dev: r.Dev, Ino: r.Ino})
 	}
 }
 
 func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
-	names := make([]string, len(pm.job.Inputs))
-	for i, in := range pm.job.Inputs {
+	names := make([]string, len(pm.inputs))
+	for i, in := range pm.inputs {
 		names[i] = in.Name
 	}
 	c := pm.stream.Compaction
 	start := time.Now()
 	res, err := x.d.env.Merge(x.ctx, compactor.MergeJob{Stream: pm.stream.Name, Dir: dir, DirPath: pm.stream.Dir,
-		Inputs: pm.stats, InputNames: names, Output: pm.job.Output, Compress: c.Compress, KeepInactive: c.KeepInactive})
+		Inputs: pm.inputs, Output: pm.job.Output, Compress: c.Compress, KeepInactive: c.KeepInactive})
 	fields := []zap.Field{zap.String("stream", pm.stream.Name), zap.String("action", "compact"),
 		zap.Strings("segments", names), zap.String("output", pm.job.Output), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Int("newlines_inserted", res.Newlines),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pm.reason)}
-	if err != nil {
+	committed := res.Output.Name != ""
+	switch {
+	case err != nil && committed:
+		x.d.log.Error("merged, but its inputs are not all removed: the operation stays in the journal", append(fields, zap.Error(err))...)
+	case err != nil:
 		lvl := zap.WarnLevel
 		if errors.Is(err, context.Canceled) {
 			lvl = zap.InfoLevel
 		}
 		x.d.log.Check(lvl, "merge abandoned, inputs intact").Write(append(fields, zap.Error(err))...)
-		x.results <- outcome{stream: pm.stream.Name}
+		x.report(outcome{stream: pm.stream.Name})
 		return
+	case res.Inactive:
+		x.d.log.Info("merged; inputs inactive for keep_inactive", fields...)
+	default:
+		x.d.log.Info("merged", fields...)
 	}
-	msg := "merged"
-	if res.Inactive {
-		msg = "merged; inputs inactive for keep_inactive"
-	}
-	x.d.log.Info(msg, fields...)
-	x.results <- outcome{stream: pm.stream.Name, ok: true,
-		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}}
+	x.report(outcome{stream: pm.stream.Name, ok: true,
+		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}})
 }
 
 func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) bool {
 	a := pa.stream.Archive
 	start := time.Now()
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
-		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Name: pa.job.Segment.Name, Segment: pa.stat,
+		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Segment: pa.input, Output: pa.job.Name,
 		Compress: a.Compress, Urgent: pa.job.Urgent})
 	fields := []zap.Field{zap.String("stream", pa.stream.Name), zap.String("action", "archive"),
-		zap.String("segment", pa.job.Segment.Name), zap.String("output", filepath.Join(tier.path, pa.stream.Name, res.Output)),
+		zap.String("segment", pa.job.Segment.Name), zap.String("output", filepath.Join(tier.path, pa.job.Output)),
 		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}
 	if err != nil {
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, fsx.ErrWriting) &&
-			!errors.Is(err, archiver.ErrSourceChanged) {
+			!errors.Is(err, fsx.ErrInputChanged) && !errors.Is(err, fsx.ErrInputMissing) && !errors.Is(err, fsx.ErrExists) {
 			tier.fail(x.d.opts.Now(), err) // ENOSPC, EACCES, EROFS, EIO...: back off
 		}
-		x.d.log.Warn("archival abandoned, segment stays hot; later ones wait", append(fields, zap.Error(err))...)
-		x.results <- outcome{stream: pa.stream.Name}
+		x.d.log.Warn("archival not finished, segment stays hot unless the log says it was archived; later ones wait", append(fields, zap.Error(err))...)
+		x.report(outcome{stream: pa.stream.Name})
 		return false
 	}
 	x.d.log.Info("archived", fields...)
-	x.results <- outcome{stream: pa.stream.Name}
+	x.report(outcome{stream: pa.stream.Name})
 	return true
 }
 

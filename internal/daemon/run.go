@@ -9,8 +9,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logcompactd/logcompactd/internal/archiver"
-	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/loadprobe"
 	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/scanner"
@@ -26,26 +26,21 @@ func (d *Daemon) Once() (*Report, error) {
 	d.act()
 	d.exec.wait()
 	d.drain()
-	return r, errors.Join(rerr, d.SaveHistory())
+	return r, errors.Join(rerr, d.journalFailure(), d.SaveHistory())
 }
 
 // Recover runs recovery of the intent journal (before the first scan), then
 // compacts the journal. Errors are logged loudly and returned.
 func (d *Daemon) Recover() error {
-	if d.journal == nil || d.env == nil {
+	if d.journal == nil || d.ops == nil {
 		return nil
 	}
-	st, err := d.env.Recover(d.scanner.Dir, d.keepInactive)
-	if st != (compactor.RecoverStats{}) {
-		d.log.Info("recovered unfinished merges", zap.Int("rolled_back", st.RolledBack),
+	defer d.closeOpened()
+	st, err := d.ops.Recover(d.resolver())
+	if st != (fsx.RecoverStats{}) {
+		d.log.Info("recovered unfinished operations", zap.Int("rolled_back", st.RolledBack),
 			zap.Int("finished", st.Finished), zap.Int("inactive", st.Inactive), zap.Int("stuck", st.Stuck))
 	}
-	ast, aerr := d.arch.Recover(d.scanner.Dir, d.coldStreamDir)
-	if ast != (archiver.RecoverStats{}) {
-		d.log.Info("recovered unfinished archivals", zap.Int("rolled_back", ast.RolledBack),
-			zap.Int("finished", ast.Finished), zap.Int("stuck", ast.Stuck))
-	}
-	err = errors.Join(err, aerr)
 	if err != nil {
 		d.log.Error("recovery left operations unfinished", zap.Error(err))
 		return err
@@ -65,10 +60,60 @@ func (d *Daemon) keepInactive(stream string) time.Duration {
 	return 0
 }
 
+// resolver gives the operation layer the directories an op journaled — only
+// configured ones, each opened anew (the scanner's handles are only read).
+func (d *Daemon) resolver() fsx.Resolver {
+	return fsx.Resolver{
+		Src: func(path string) (*fsx.Dir, error) {
+			if _, err := d.scanner.Dir(path); err != nil { // refuses a dir the config does not name
+				return nil, err
+			}
+			return d.opened(fsx.OpenDir(path))
+		},
+		Dst: func(path string) (fsx.Publisher, error) { return d.opened(d.coldStreamDir(path)) },
+		KeepUntil: func(op fsx.Op) int64 {
+			if op.Commit == nil || op.Kind != fsx.KindMerge {
+				return 0
+			}
+			return op.Commit.AtNs + int64(d.keepInactive(op.Stream))
+		},
+	}
+}
+
+// opened keeps a directory a recovery opened until the pass that opened it is
+// over (closeOpened).
+func (d *Daemon) opened(dir *fsx.Dir, err error) (*fsx.Dir, error) {
+	if err == nil {
+		d.recoverDirs = append(d.recoverDirs, dir)
+	}
+	return dir, err
+}
+
+func (d *Daemon) closeOpened() {
+	for _, dir := range d.recoverDirs {
+		dir.Close()
+	}
+	d.recoverDirs = nil
+}
+
+// journalFailure is non-nil once a journal append has failed: from then on no
+// destructive step is taken until a restart has recovered (fsx.ErrJournalFailed).
+func (d *Daemon) journalFailure() error {
+	if d.journal == nil {
+		return nil
+	}
+	err := d.journal.Err()
+	if err != nil && d.journalErr == nil {
+		d.journalErr = err
+		d.log.Error("intent journal failed: merging and archival are OFF until a restart recovers", zap.Error(err))
+	}
+	return err
+}
+
 // act submits the merges the last pass decided, and finishes committed merges
 // whose keep_inactive has passed.
 func (d *Daemon) act() {
-	if d.exec == nil || d.journal == nil || d.journalErr != nil {
+	if d.exec == nil || d.journal == nil || d.journalFailure() != nil || d.journalErr != nil {
 		return
 	}
 	d.env.Pacer.SetLoad(d.probe.Load())
@@ -84,9 +129,11 @@ func (d *Daemon) act() {
 	}
 	d.retainCold()
 	if d.anyKeepInactive() {
-		if _, err := d.env.FinishInactive(d.scanner.Dir, d.keepInactive); err != nil {
+		kept := func(op fsx.Op) bool { return op.InputsInactive() && d.keepInactive(op.Stream) > 0 }
+		if _, err := d.ops.FinishDue(d.resolver(), kept); err != nil {
 			d.log.Error("cannot finish inactive merge inputs", zap.Error(err))
 		}
+		d.closeOpened()
 	}
 }
 
@@ -126,14 +173,12 @@ func (d *Daemon) anyKeepInactive() bool {
 // drain applies finished jobs' outcomes: a merge output is the daemon's own, so
 // its bytes are not growth.
 func (d *Daemon) drain() {
-	for {
-		select {
-		case o := <-d.exec.results:
-			if o.ok {
-				d.tracker.Adopt(o.output)
-			}
-		default:
-			return
+	if d.exec == nil {
+		return
+	}
+	for _, o := range d.exec.take() {
+		if o.ok {
+			d.tracker.Adopt(o.output)
 		}
 	}
 }
@@ -184,9 +229,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 	if err := d.Recover(); err != nil {
 		d.log.Error("continuing with unfinished operations left as they are", zap.Error(err))
 	}
-	var results <-chan outcome
+	var results <-chan struct{}
 	if d.exec != nil {
-		results = d.exec.results
+		results = d.exec.ready
 		defer d.exec.close()
 	}
 	lastFull := time.Time{}
@@ -246,10 +291,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 				d.drain()
 			}
 			return d.SaveHistory()
-		case o := <-results:
-			if o.ok {
-				d.tracker.Adopt(o.output)
-			}
+		case <-results:
+			d.drain()
 		case <-tick.C:
 			// Every dir with no event since the last pass is known unchanged and not
 			// re-read; the others, and every dir every fullScanEvery, are.
