@@ -87,7 +87,11 @@ func (d *Dir) RenameNoReplace(from, to string) error {
 
 // Unlink removes name from d if it still is the file want (same device, inode and
 // generation, a regular file); with want.Ino == 0 it removes whatever regular file
-// is there. A missing name is not an error. It does not fsync d.
+// is there (a temporary name of logcompactd's own). A missing name is not an
+// error. With an identity the check is made on the very file removed: the name
+// is first taken away (renamed to a fresh temporary name), what was taken is
+// checked, and a file that is not want is given its name back (ErrChanged). It
+// does not fsync d.
 func (d *Dir) Unlink(name string, want Stat) error {
 	st, err := d.Stat(name)
 	if errors.Is(err, unix.ENOENT) {
@@ -99,10 +103,21 @@ func (d *Dir) Unlink(name string, want Stat) error {
 	if st.Kind != Regular {
 		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrNotRegular}
 	}
-	if want.Ino != 0 && (st.Dev != want.Dev || st.Ino != want.Ino || st.Btime != want.Btime) {
-		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}
+	if want.Ino == 0 {
+		return d.unlink(name)
 	}
-	return d.unlink(name)
+	temp := RandomTempName()
+	if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: err}
+	}
+	got, err := d.Stat(temp)
+	if err != nil || got.Kind != Regular || got.Dev != want.Dev || got.Ino != want.Ino || got.Btime != want.Btime {
+		return errors.Join(&os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}, d.putBack(temp, name))
+	}
+	return d.unlink(temp)
 }
 
 // Exists reports whether name exists in d (of any kind), without following it.

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/testutil"
+)
+
+// TestPlanShowsTheColdNameTheMoveUses: with an earlier archive holding a
+// segment's plain cold name, plan prints the ".1" name, and once archives to
+// exactly that name — the name shown is the name used.
+func TestPlanShowsTheColdNameTheMoveUses(t *testing.T) {
+	for _, compress := range []string{"zstd", "none"} {
+		t.Run(compress, func(t *testing.T) {
+			e := newEnv(t)
+			cold := filepath.Join(e.dir, "cold")
+			must(t, os.MkdirAll(filepath.Join(cold, "app"), 0o750))
+			must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+scan_interval: 100ms
+load: {enabled: false}
+compaction: {threshold: 1000000}
+archive: {cold_dir: %s, max_age: 1h, compress: %s}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, cold, compress, e.logs)), 0o644))
+			e.segment("app-000001.log", 1000, 3*time.Hour)
+			e.segment("app-000002.log", 1000, 2*time.Hour)
+			e.segment("app-000003.log", 1000, time.Minute)
+			ext := map[string]string{"zstd": ".zst", "none": ""}[compress]
+			taken := filepath.Join(cold, "app", "app-000001.log"+ext)
+			must(t, os.WriteFile(taken, []byte("an earlier archive\n"), 0o600))
+
+			out, stderr, code := e.cli("plan", "--json")
+			if code != 0 {
+				t.Fatalf("plan: %d %s", code, stderr)
+			}
+			var p struct {
+				Streams []struct {
+					Actions []struct {
+						Kind     string   `json:"kind"`
+						Segments []string `json:"segments"`
+						Output   string   `json:"output"`
+					} `json:"actions"`
+				} `json:"streams"`
+			}
+			must(t, json.Unmarshal([]byte(out), &p))
+			shown := map[string]string{}
+			for _, a := range p.Streams[0].Actions {
+				if a.Kind == "archive" {
+					shown[a.Segments[0]] = a.Output
+				}
+			}
+			want := map[string]string{"app-000001.log": "app/app-000001.log.1" + ext, "app-000002.log": "app/app-000002.log" + ext}
+			if fmt.Sprint(shown) != fmt.Sprint(want) {
+				t.Fatalf("plan shows %v, want %v", shown, want)
+			}
+			if _, stderr, code := e.cli("once"); code != 0 {
+				t.Fatalf("once: %d %s", code, stderr)
+			}
+			for _, o := range want {
+				if _, err := os.Stat(filepath.Join(cold, o)); err != nil {
+					t.Fatalf("the move did not use the name plan showed: %v (cold: %s)", err, listing(t, filepath.Join(cold, "app")))
+				}
+			}
+			if b, _ := os.ReadFile(taken); string(b) != "an earlier archive\n" {
+				t.Fatal("an earlier archive was replaced")
+			}
+		})
+	}
+}
+
+// TestFailedJournalAppendStopsDestructiveWork: the state dir on a full tmpfs,
+// so the journal's first append fails. once touches nothing (inputs intact, no
+// output, no temp), says why, and exits 1; after space is freed a new once
+// (a restart) merges.
+func TestFailedJournalAppendStopsDestructiveWork(t *testing.T) {
+	testutil.RequireRoot(t, "mount a tmpfs as the state dir")
+	e := newEnv(t)
+	state := filepath.Join(e.dir, "state")
+	must(t, os.Mkdir(state, 0o700))
+	must(t, syscall.Mount("tmpfs", state, "tmpfs", 0, "size=64k,mode=0700"))
+	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	e.compactConfig("")
+	for i := 1; i <= 5; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 4000, time.Hour)
+	}
+	// Create the journal while there is room, then fill the filesystem.
+	if _, stderr, code := e.cli("check"); code != 0 {
+		t.Fatal(stderr)
+	}
+	must(t, os.WriteFile(filepath.Join(state, "journal"), nil, 0o600))
+	filler := filepath.Join(state, "filler")
+	f, err := os.Create(filler)
+	must(t, err)
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	before := listing(t, e.logs)
+	_, stderr, code := e.cli("once")
+	if code != 1 || !strings.Contains(stderr, "intent journal") {
+		t.Fatalf("once with a failing journal: exit %d, want 1 and a word about the journal:\n%s", code, stderr)
+	}
+	t.Logf("once with a failing journal said:\n%s", stderr)
+	if after := listing(t, e.logs); after != before {
+		t.Fatalf("the stream changed although the journal could not record it:\n%s\n---\n%s", before, after)
+	}
+	must(t, os.Remove(filler))
+	if _, stderr, code := e.cli("once"); code != 0 {
+		t.Fatalf("once after freeing space: %d\n%s", code, stderr)
+	}
+	if names, _ := e.stream(); len(names) != 2 {
+		t.Fatalf("after a restart with room, want one merged segment and the newest: %v", names)
+	}
+}
