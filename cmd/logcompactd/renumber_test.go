@@ -396,3 +396,73 @@ func TestRenumberingWriterUnderKill(t *testing.T) {
 	r.finalOnce()
 	r.check("renumbering writer", killPhase, written, kills, inFlight, "")
 }
+
+// TestLogrotateNumberedUnderKill: the same, with the rotation done by the real
+// logrotate (numbered scheme, create), forced about ten times a second, and an
+// application that reopens app.log for every batch. rotate 1000 is more than
+// the ~600 rotations of the test: logrotate's own retention never deletes a line.
+func TestLogrotateNumberedUnderKill(t *testing.T) {
+	lr := testutil.RequireTool(t, "logrotate")
+	r := newRenumberRig(t)
+	must(t, os.WriteFile(filepath.Join(r.hot, "app.log"), nil, 0o644))
+	conf, state := filepath.Join(r.root, "logrotate.conf"), filepath.Join(r.root, "logrotate.state")
+	// logrotate ignores, with exit 0, a config writable by group or others (the
+	// umask could make it so); its dir, t.TempDir, is 0700.
+	must(t, os.WriteFile(conf, []byte(filepath.Join(r.hot, "app.log")+` {
+    rotate 1000
+    create
+    missingok
+    nocompress
+    nodateext
+    nocopytruncate
+}
+`), 0o644))
+	must(t, os.Chmod(conf, 0o644))
+	// A dry run first: a config logrotate does not take must fail here, not as
+	// a ledger full of lines that never rotated.
+	if out, err := exec.Command(lr, "-d", "-s", state, conf).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "rotating pattern: "+filepath.Join(r.hot, "app.log")) {
+		t.Fatalf("logrotate -d: %v\n%s", err, out)
+	}
+	stopWriter := r.startWriter("reopen:" + r.hot + ":20:0:0")
+
+	type rotations struct {
+		runs, failed int
+		first        string
+	}
+	quit, done := make(chan struct{}), make(chan rotations, 1)
+	go func() {
+		var rs rotations
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				done <- rs
+				return
+			case <-tick.C:
+			}
+			out, err := exec.Command(lr, "-f", "-s", state, conf).CombinedOutput()
+			rs.runs++
+			if err != nil || len(out) > 0 {
+				rs.failed++
+				if rs.first == "" {
+					rs.first = fmt.Sprintf("%v: %s", err, out)
+				}
+			}
+		}
+	}()
+	const killPhase = 60 * time.Second
+	kills, inFlight := r.killLoop(killPhase)
+	close(quit)
+	rs := <-done
+	written := stopWriter()
+	r.finalOnce()
+	if rs.failed > 0 {
+		t.Errorf("%d of %d logrotate runs failed, the first: %s", rs.failed, rs.runs, rs.first)
+	}
+	if rs.runs < int(killPhase/(200*time.Millisecond)) {
+		t.Errorf("only %d logrotate runs in %s, want about ten a second", rs.runs, killPhase)
+	}
+	r.check("logrotate numbered", killPhase, written, kills, inFlight, fmt.Sprintf("; %d logrotate runs", rs.runs))
+}
