@@ -466,3 +466,67 @@ func TestLogrotateNumberedUnderKill(t *testing.T) {
 	}
 	r.check("logrotate numbered", killPhase, written, kills, inFlight, fmt.Sprintf("; %d logrotate runs", rs.runs))
 }
+
+// TestOnceArchivesThousandsPastMaxAge: 1,500 closed segments older than
+// archive.max_age (compaction off) and one active one. A single `once` must
+// archive all 1,500 and exit 0, well within 120 s; the active one stays hot.
+func TestOnceArchivesThousandsPastMaxAge(t *testing.T) {
+	e := newEnv(t)
+	cold := filepath.Join(e.dir, "cold")
+	must(t, os.Mkdir(cold, 0o755))
+	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+scan_interval: 1s
+load: {enabled: false}
+compaction: {quiesce: 1s, threshold: 1000000}
+archive: {cold_dir: %s, max_age: 1h, compress: none}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, cold, e.logs)), 0o644))
+	const n = 1500
+	old := time.Now().Add(-2 * time.Hour)
+	for i := 1; i <= n; i++ {
+		p := filepath.Join(e.logs, fmt.Sprintf("app-%06d.log", i))
+		must(t, os.WriteFile(p, []byte(fmt.Sprintf("%-99s\n", fmt.Sprintf("segment %d", i))), 0o644))
+		must(t, os.Chtimes(p, old, old))
+	}
+	active := "app-999999.log"
+	must(t, os.WriteFile(filepath.Join(e.logs, active), []byte("active\n"), 0o644))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "--config", e.config, "once")
+	cmd.Env = childEnv()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	ents, _ := os.ReadDir(filepath.Join(cold, "app"))
+	hot, _ := os.ReadDir(e.logs)
+	t.Logf("once over %d segments past max_age: %v after %s; %d archived, %d files left hot",
+		n, err, took.Round(time.Millisecond), len(ents), len(hot))
+	if ctx.Err() != nil {
+		t.Fatalf("once did not exit within 120 s: killed with %d of %d segments archived", len(ents), n)
+	}
+	if err != nil {
+		t.Fatalf("once: %v\n%s", err, tail2(stderr.String()))
+	}
+	if len(ents) != n {
+		t.Errorf("%d of %d segments in the cold dir", len(ents), n)
+	}
+	for _, h := range hot {
+		if h.Name() != active {
+			t.Errorf("left hot: %s", h.Name())
+		}
+	}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("app-%06d.log", i)
+		b, err := os.ReadFile(filepath.Join(cold, "app", name))
+		if err != nil || string(b) != fmt.Sprintf("%-99s\n", fmt.Sprintf("segment %d", i)) {
+			t.Fatalf("archive of %s: %v, %q", name, err, b)
+		}
+	}
+}
+
+// tail2 is the end of a process's output, for failure messages.
+func tail2(s string) string { return s[max(0, len(s)-4000):] }
