@@ -528,5 +528,93 @@ streams:
 	}
 }
 
+// TestCompressedConsolidatedSegmentIsArchivedOnce: a merge with
+// compaction.compress zstd makes a consolidated segment that is already zstd;
+// archiving it with archive.compress zstd must not compress it again: the cold
+// file carries one .zst and decompresses once (reference zstd) to the lines.
+func TestCompressedConsolidatedSegmentIsArchivedOnce(t *testing.T) {
+	zstdCLI := testutil.RequireTool(t, "zstd")
+	e := newEnv(t)
+	cold := filepath.Join(e.dir, "cold")
+	must(t, os.Mkdir(cold, 0o755))
+	config := func(compaction, archive string) {
+		must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {%s}
+archive: {cold_dir: %s, %s}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, compaction, cold, archive, e.logs)), 0o644))
+	}
+	want := ""
+	old := time.Now().Add(-time.Hour)
+	for i := 1; i <= 4; i++ {
+		c := lines(fmt.Sprintf("seg%d", i), 2000)
+		want += c
+		p := filepath.Join(e.logs, fmt.Sprintf("app-%06d.log", i))
+		must(t, os.WriteFile(p, []byte(c), 0o644))
+		must(t, os.Chtimes(p, old, old))
+	}
+	must(t, os.WriteFile(filepath.Join(e.logs, "app-000099.log"), []byte("active\n"), 0o644))
+
+	// Step 1: merge only (no archival rule can fire), compressing.
+	config("quiesce: 1s, min_segments: 2, threshold: 0.000001, target_size: 1MiB, compress: zstd",
+		"time_to_archive: 1h, compress: zstd")
+	if _, stderr, code := e.cli("once"); code != 0 {
+		t.Fatalf("once (merge): %d %s", code, stderr)
+	}
+	consolidated := filepath.Join(e.logs, "app-000001~c1.log")
+	b, err := os.ReadFile(consolidated)
+	if err != nil || !bytes.HasPrefix(b, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		names, _ := e.stream()
+		t.Fatalf("no zstd consolidated segment after the merge (%v; hot %v)", err, names)
+	}
+	if got := zstdDecompress(t, zstdCLI, consolidated); got != want {
+		t.Fatalf("the consolidated segment does not decompress to its inputs (%d vs %d bytes)", len(got), len(want))
+	}
+
+	// Step 2: archive only (compaction off), every closed segment older than 1 min.
+	config("quiesce: 1s, threshold: 1000000", "max_age: 1m, compress: zstd")
+	if _, stderr, code := e.cli("once"); code != 0 {
+		t.Fatalf("once (archive): %d %s", code, stderr)
+	}
+	ents, _ := os.ReadDir(filepath.Join(cold, "app"))
+	var names []string
+	for _, c := range ents {
+		names = append(names, c.Name())
+	}
+	if len(names) != 1 {
+		t.Fatalf("cold holds %v, want the one consolidated segment", names)
+	}
+	archive := filepath.Join(cold, "app", names[0])
+	got := zstdDecompress(t, zstdCLI, archive)
+	t.Logf("consolidated %d bytes (zstd) archived as %s; decompressed once: %d bytes, plain text %v",
+		len(b), names[0], len(got), got == want)
+	if !strings.HasSuffix(names[0], ".zst") || strings.HasSuffix(names[0], ".zst.zst") {
+		t.Errorf("archive name %q: want exactly one .zst suffix", names[0])
+	}
+	if strings.HasPrefix(got, "\x28\xb5\x2f\xfd") {
+		t.Fatalf("%s decompresses once to zstd again: compressed twice", names[0])
+	}
+	if got != want {
+		t.Fatalf("%s decompresses to %d bytes, not the %d bytes of the original lines", names[0], len(got), len(want))
+	}
+	if _, err := os.Stat(consolidated); !os.IsNotExist(err) {
+		t.Fatalf("the consolidated segment is still hot: %v", err)
+	}
+}
+
+// zstdDecompress runs the reference decoder once on path (`zstd -dc`).
+func zstdDecompress(t *testing.T, zstdCLI, path string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(zstdCLI, "-dc", path)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("zstd -dc %s: %v %s", path, err, errb.String())
+	}
+	return out.String()
+}
+
 // tail2 is the end of a process's output, for failure messages.
 func tail2(s string) string { return s[max(0, len(s)-4000):] }
