@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		soakWriter(spec)
 		return
 	}
+	if spec := os.Getenv("LCD_TEST_RENUMBERWRITER"); spec != "" {
+		renumberWriter(spec)
+		return
+	}
 	dir, err := os.MkdirTemp("", "lcd-bin")
 	if err != nil {
 		panic(err)
