@@ -123,3 +123,30 @@ func TestFailedJournalAppendStopsDestructiveWork(t *testing.T) {
 		t.Fatalf("after a restart with room, want one merged segment and the newest: %v", names)
 	}
 }
+
+// TestUnsafeConfigFileExitsAtOnce: a FIFO as the config returns at once with
+// exit 2 from every command that reads it (it used to hang check, once and
+// run); so does a config others can write.
+func TestUnsafeConfigFileExitsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	fifo := filepath.Join(e.dir, "fifo.yaml")
+	must(t, syscall.Mkfifo(fifo, 0o600))
+	writable := filepath.Join(e.dir, "writable.yaml")
+	b, err := os.ReadFile(e.config)
+	must(t, err)
+	must(t, os.WriteFile(writable, b, 0o600))
+	must(t, os.Chmod(writable, 0o666))
+	for _, c := range []struct{ path, want string }{{fifo, "not a regular file"}, {writable, "writable by group or others"}} {
+		for _, cmd := range []string{"check", "once", "plan"} {
+			e.config = c.path
+			start := time.Now()
+			_, stderr, code := e.cli(cmd)
+			if code != 2 || !strings.Contains(stderr, c.path) || !strings.Contains(stderr, c.want) {
+				t.Errorf("%s with %s: exit %d, stderr %q", cmd, c.path, code, stderr)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("%s with %s took %s", cmd, c.path, d)
+			}
+		}
+	}
+}

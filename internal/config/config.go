@@ -11,10 +11,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -148,13 +150,57 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("archive.cold_max_bytes", 0)
 }
 
-// Load reads, decodes and validates the config file at path.
+// MaxFileBytes bounds the config file: a config is a few KiB; anything larger
+// is a mistake (or an attack on memory) and refused before it is parsed.
+const MaxFileBytes = 1 << 20
+
+// Load reads, decodes and validates the config file at path. The file decides
+// what a root daemon reads, moves and deletes, so it is refused unless it is a
+// regular file owned by root or by the caller and writable by nobody else, and
+// no larger than MaxFileBytes. It is opened without blocking: a FIFO, device or
+// directory is an error at once.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return nil, &Error{File: path, Err: fmt.Errorf("read config: %w", err)}
+		return nil, &Error{File: path, Err: err}
 	}
 	return Parse(path, data)
+}
+
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config is not a regular file (%s)", fi.Mode().Type())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, errors.New("config: cannot tell its owner")
+	}
+	if euid := os.Geteuid(); st.Uid != 0 && int(st.Uid) != euid {
+		return nil, fmt.Errorf("config is owned by uid %d, not by root or uid %d: refusing it (it decides what this daemon moves and deletes)", st.Uid, euid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("config is writable by group or others (mode %#o): refusing it; chmod go-w", fi.Mode().Perm())
+	}
+	if fi.Size() > MaxFileBytes {
+		return nil, fmt.Errorf("config is %d bytes, more than the %d a config may have", fi.Size(), MaxFileBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("config is more than %d bytes", MaxFileBytes)
+	}
+	return data, nil
 }
 
 // Parse decodes and validates config data; file is used in error messages and to
@@ -303,6 +349,7 @@ var (
 	rateType = reflect.TypeOf(Rate(0))
 	freeType = reflect.TypeOf(Free{})
 	durType  = reflect.TypeOf(time.Duration(0))
+	intType  = reflect.TypeOf(0)
 )
 
 // hooks converts YAML scalars into Size, Rate, Free and time.Duration, strictly.
@@ -339,6 +386,11 @@ func hooks() mapstructure.DecodeHookFuncType {
 				return Free{Bytes: Size(x)}, nil
 			}
 			return nil, fmt.Errorf("invalid free space %v: want a size or a percentage such as 5%%", data)
+		case intType:
+			if x, ok := data.(float64); ok && x != float64(int64(x)) {
+				return nil, fmt.Errorf("invalid value %v: want a whole number", x)
+			}
+			return data, nil
 		case durType:
 			switch x := data.(type) {
 			case string:
@@ -371,6 +423,17 @@ func keyErr(key string, format string, args ...any) error {
 	return &Error{Key: key, Err: fmt.Errorf(format, args...)}
 }
 
+// The smallest values the timing keys take: below them the daemon would spin
+// (scan_interval: 1ns was 60,000 passes a second) or misjudge what is closed.
+// They are small enough for tests that run in seconds.
+const (
+	MinScanInterval  = 10 * time.Millisecond
+	MinLoadInterval  = 10 * time.Millisecond
+	MinWindow        = 100 * time.Millisecond
+	MinQuiesce       = 100 * time.Millisecond
+	MinTimeToArchive = 100 * time.Millisecond
+)
+
 // validate checks ranges and the relations between paths.
 func validate(c *Config) error {
 	if !oneOf(c.LogLevel, "debug", "info", "warn", "error") {
@@ -379,17 +442,17 @@ func validate(c *Config) error {
 	if !oneOf(c.LogFormat, "auto", "journal", "console", "json") {
 		return &Error{Key: "log_format", Err: enumErr(c.LogFormat, "auto", "journal", "console", "json")}
 	}
-	if c.ScanInterval <= 0 {
-		return keyErr("scan_interval", "must be greater than 0")
+	if c.ScanInterval < MinScanInterval {
+		return keyErr("scan_interval", "must be at least %s, got %s", MinScanInterval, c.ScanInterval)
 	}
-	if c.Growth.Window <= 0 {
-		return keyErr("growth.window", "must be greater than 0")
+	if c.Growth.Window < MinWindow {
+		return keyErr("growth.window", "must be at least %s, got %s", MinWindow, c.Growth.Window)
 	}
 	if !(c.Growth.Alpha > 0 && c.Growth.Alpha <= 1) {
 		return keyErr("growth.alpha", "must be within (0, 1], got %v", c.Growth.Alpha)
 	}
-	if c.Load.Interval <= 0 {
-		return keyErr("load.interval", "must be greater than 0")
+	if c.Load.Interval < MinLoadInterval {
+		return keyErr("load.interval", "must be at least %s, got %s", MinLoadInterval, c.Load.Interval)
 	}
 	if !(c.Load.PauseAbove > 0 && c.Load.PauseAbove <= 1) {
 		return keyErr("load.pause_above", "must be within (0, 1], got %v", c.Load.PauseAbove)
@@ -458,6 +521,10 @@ func validateCompaction(k string, c Compaction) error {
 		return keyErr(k+".growth_ref", "must be greater than 0")
 	case c.MaxRate < 0:
 		return keyErr(k+".max_rate", "must not be negative")
+	case c.Quiesce < MinQuiesce:
+		return keyErr(k+".quiesce", "must be at least %s, got %s (a writer's pause between two appends must not make its file look closed)", MinQuiesce, c.Quiesce)
+	case c.KeepInactive < 0:
+		return keyErr(k+".keep_inactive", "must not be negative")
 	case !oneOf(c.Compress, "none", "gzip", "zstd"):
 		return &Error{Key: k + ".compress", Err: enumErr(c.Compress, "none", "gzip", "zstd")}
 	}
@@ -466,8 +533,10 @@ func validateCompaction(k string, c Compaction) error {
 
 func validateArchive(k string, a Archive) error {
 	switch {
-	case a.TimeToArchive <= 0:
-		return keyErr(k+".time_to_archive", "must be greater than 0")
+	case a.TimeToArchive < MinTimeToArchive:
+		return keyErr(k+".time_to_archive", "must be at least %s, got %s", MinTimeToArchive, a.TimeToArchive)
+	case a.MaxAge < 0 || a.UrgentWithin < 0 || a.ColdMaxAge < 0:
+		return keyErr(k, "max_age, urgent_within and cold_max_age must not be negative")
 	case a.MaxHotBytes <= 0:
 		return keyErr(k+".max_hot_bytes", "must be greater than 0")
 	case !(a.LowWatermark > 0 && a.LowWatermark <= 1):

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -114,6 +115,13 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"low_watermark of 0 is rejected", "archive:\n  low_watermark: 0\n" + withStream(okStream), "archive.low_watermark", 2},
 		{"pause_above above 1 is rejected", "load:\n  pause_above: 2\n" + withStream(okStream), "load.pause_above", 2},
 		{"zero workers are rejected", "compaction:\n  workers: 0\n" + withStream(okStream), "compaction.workers", 2},
+		{"a fraction of a worker is rejected", "compaction:\n  workers: 2.5\n" + withStream(okStream), "compaction.workers", 2},
+		{"a fraction of min_segments is rejected", "compaction:\n  min_segments: 3.5\n" + withStream(okStream), "compaction.min_segments", 2},
+		{"a 1ns scan interval is rejected", "scan_interval: 1ns\n" + withStream(okStream), "scan_interval", 1},
+		{"a 1ms load interval is rejected", "load:\n  interval: 1ms\n" + withStream(okStream), "load.interval", 2},
+		{"a zero quiesce is rejected", "compaction:\n  quiesce: 0s\n" + withStream(okStream), "compaction.quiesce", 2},
+		{"a 1ns growth window is rejected", "growth:\n  window: 1ns\n" + withStream(okStream), "growth.window", 2},
+		{"a 1ns time_to_archive in a stream is rejected", withStream(okStream + "\narchive: {time_to_archive: 1ns}"), "streams[0].archive.time_to_archive", 5},
 		{"min_segments below 2 is rejected", "compaction:\n  min_segments: 1\n" + withStream(okStream), "compaction.min_segments", 2},
 		{"an unknown compression is rejected", "archive:\n  compress: lz4\n" + withStream(okStream), "archive.compress", 2},
 		{"an unknown stream order is rejected", withStream(okStream + "\norder: size"), "streams[0].order", 5},
@@ -191,6 +199,65 @@ func TestPatternsOverlap(t *testing.T) {
 		}
 		if got := PatternsOverlap(c.b, c.a); got != c.want {
 			t.Errorf("PatternsOverlap(%q, %q) = %v, want %v (symmetric)", c.b, c.a, got, c.want)
+		}
+	}
+}
+
+// TestConfigFileIsRefusedUnlessOnlyItsOwnerCanWriteIt: a root daemon takes its
+// orders from this file, so one that others can change, or that is not a
+// regular file (a FIFO would hang the read), or that is huge, is refused with
+// an error that names the file, at once.
+func TestConfigFileIsRefusedUnlessOnlyItsOwnerCanWriteIt(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "ok.yaml")
+	body := []byte(withStream(okStream))
+	if err := os.WriteFile(good, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(good); err != nil {
+		t.Fatalf("a 0644 config of ours: %v", err)
+	}
+	groupW := filepath.Join(dir, "g.yaml")
+	os.WriteFile(groupW, body, 0o600)
+	os.Chmod(groupW, 0o664)
+	worldW := filepath.Join(dir, "w.yaml")
+	os.WriteFile(worldW, body, 0o600)
+	os.Chmod(worldW, 0o646)
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.yaml")
+	os.WriteFile(huge, append(body, make([]byte, MaxFileBytes)...), 0o600)
+	for _, c := range []struct{ name, path, want string }{
+		{"group-writable", groupW, "writable by group or others"},
+		{"world-writable", worldW, "writable by group or others"},
+		{"a FIFO", fifo, "not a regular file"},
+		{"a directory", dir, "not a regular file"},
+		{"larger than MaxFileBytes", huge, "more than"},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Load(c.path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.path) {
+				t.Errorf("%s: err = %v, want it to name the file and say %q", c.name, err, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Load blocked", c.name)
+		}
+	}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(dir, "other.yaml")
+		os.WriteFile(other, body, 0o644)
+		if err := os.Chown(other, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(other); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+			t.Errorf("a config owned by another user: err = %v", err)
 		}
 	}
 }
