@@ -150,3 +150,41 @@ func TestUnsafeConfigFileExitsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestENOSPCOnHotBacksOff: a hot dir on a full tmpfs, merges planned at every
+// pass: over 30 passes (3 s) the merge is tried a handful of times (1 s, then
+// 2 s...), not at every pass.
+func TestENOSPCOnHotBacksOff(t *testing.T) {
+	testutil.RequireRoot(t, "mount a tmpfs as the hot dir")
+	e := newEnv(t)
+	must(t, syscall.Mount("tmpfs", e.logs, "tmpfs", 0, "size=256k"))
+	t.Cleanup(func() { _ = syscall.Unmount(e.logs, syscall.MNT_DETACH) })
+	e.compactConfig("")
+	for i := 1; i <= 4; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 40000, time.Hour)
+	}
+	filler, err := os.Create(filepath.Join(e.dir, "logs", "filler"))
+	must(t, err)
+	for buf := make([]byte, 4096); ; {
+		if _, err := filler.Write(buf); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	n := newNotifySocket(t)
+	cmd, logs := e.startDaemon(n)
+	for i := 0; i < 30; i++ {
+		n.waitFor(t, "STATUS=")
+	}
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitExit(t, cmd, 30*time.Second)
+	out := logs.String()
+	tries := strings.Count(out, "merge abandoned, inputs intact")
+	t.Logf("30 passes: %d merge attempts", tries)
+	if tries == 0 || tries > 4 {
+		t.Fatalf("%d merge attempts in 30 passes on a full hot dir, want 1-4 (back-off 1 s doubling)", tries)
+	}
+	if !strings.Contains(out, "no space left on device") {
+		t.Fatal("the failure is not ENOSPC: the test does not test what it says")
+	}
+}

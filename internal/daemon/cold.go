@@ -18,28 +18,27 @@ import (
 // coldTier guards one configured cold dir. It remembers the directory (device
 // and inode) it found the first time, and refuses to write when the path no
 // longer leads there — an unmounted mount point shows the directory underneath,
-// which must never receive archives. After a failure it backs off, doubling
-// from 1 s to 5 min, and says why in logs and STATUS=.
+// which must never receive archives. After a failure it backs off (1 s doubling
+// to 5 min, reset only by an archival that succeeds), and says why in logs
+// (once per distinct error, with how often the last one repeated) and STATUS=.
 type coldTier struct {
 	path string
 	log  *zap.Logger
 	mu   sync.Mutex
 	dir  *fsx.Dir
-	err  error
-	next time.Time
-	wait time.Duration
+	b    backoff
 }
 
 func newColdTier(path string, log *zap.Logger) *coldTier {
 	return &coldTier{path: filepath.Clean(path), log: log}
 }
 
-// open returns the cold dir if it is usable now.
+// open returns the cold dir if it may be used now.
 func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil && now.Before(c.next) {
-		return nil, fmt.Errorf("cold dir %s: backing off until %s: %w", c.path, c.next.Format(time.TimeOnly), c.err)
+	if !c.b.ready(now) {
+		return nil, fmt.Errorf("cold dir %s: backing off until %s: %w", c.path, c.b.next.Format(time.TimeOnly), c.b.err)
 	}
 	fresh, err := fsx.OpenDir(c.path)
 	if err != nil {
@@ -52,10 +51,6 @@ func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
 		if fresh.Dev() != c.dir.Dev() || fresh.Ino() != c.dir.Ino() {
 			return nil, c.failLocked(now, fmt.Errorf("cold dir %s is no longer the directory it was at start (unmounted?): refusing to write there", c.path))
 		}
-	}
-	if c.err != nil {
-		c.log.Info("cold dir usable again", zap.String("cold_dir", c.path))
-		c.err, c.wait = nil, 0
 	}
 	return c.dir, nil
 }
@@ -80,24 +75,30 @@ func (c *coldTier) fail(now time.Time, err error) error {
 }
 
 func (c *coldTier) failLocked(now time.Time, err error) error {
-	c.wait = min(max(2*c.wait, time.Second), 5*time.Minute)
-	c.next = now.Add(c.wait)
-	if c.err == nil || c.err.Error() != err.Error() {
+	if isNew, repeated := c.b.fail(now, err); isNew {
 		c.log.Warn("cold dir unusable: archival backs off; nothing is deleted from hot", zap.String("cold_dir", c.path),
-			zap.Duration("retry_in", c.wait), zap.Error(err))
+			zap.Duration("retry_in", c.b.wait), zap.Int("previous_error_repeated", repeated), zap.Error(err))
 	}
-	c.err = err
 	return err
+}
+
+// succeeded records an archival that worked: the back-off starts over.
+func (c *coldTier) succeeded() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if was, repeated := c.b.succeed(); was {
+		c.log.Info("cold dir usable again", zap.String("cold_dir", c.path), zap.Int("failures_since_logged", repeated))
+	}
 }
 
 // status is "" when the tier is fine.
 func (c *coldTier) status() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err == nil {
+	if c.b.err == nil {
 		return ""
 	}
-	return fmt.Sprintf("cold %s unusable (%v)", c.path, c.err)
+	return fmt.Sprintf("cold %s unusable (%v)", c.path, c.b.err)
 }
 
 func (c *coldTier) close() {

@@ -58,6 +58,7 @@ type executor struct {
 		sync.Mutex
 		busy     map[string]map[fsx.FileID]bool // inputs of running jobs, per stream
 		outcomes []outcome
+		merges   map[string]*backoff // per stream: merges that keep failing (ENOSPC on hot, ...)
 	}
 }
 
@@ -66,7 +67,27 @@ func newExecutor(d *Daemon) *executor {
 	x := &executor{d: d, ctx: ctx, cancel: cancel, sem: make(chan struct{}, d.cfg.Compaction.Workers),
 		ready: make(chan struct{}, 1)}
 	x.mu.busy = map[string]map[fsx.FileID]bool{}
+	x.mu.merges = map[string]*backoff{}
 	return x
+}
+
+// mergeBackoff returns the stream's merge back-off (under x.mu).
+func (x *executor) mergeBackoff(stream string) *backoff {
+	b := x.mu.merges[stream]
+	if b == nil {
+		b = &backoff{}
+		x.mu.merges[stream] = b
+	}
+	return b
+}
+
+// transient reports whether a job failed on a race it is expected to lose now
+// and then (a writer renamed, reopened or changed an input; a name was taken):
+// the next pass simply plans again. Anything else (ENOSPC, EIO, EACCES, mixed
+// encodings, ...) would fail the same way at every pass: it backs off.
+func transient(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, fsx.ErrLeaseBroken) || errors.Is(err, fsx.ErrWriting) ||
+		errors.Is(err, fsx.ErrInputChanged) || errors.Is(err, fsx.ErrExists)
 }
 
 // report queues a job's outcome for the loop.
@@ -121,6 +142,13 @@ func (x *executor) openDir(path string) (*fsx.Dir, error) {
 // submit starts a merge unless one of its inputs is busy. It must be called from
 // the goroutine that owns the scanner.
 func (x *executor) submit(pm plannedMerge) {
+	x.mu.Lock()
+	ready := x.mergeBackoff(pm.stream.Name).ready(x.d.opts.Now())
+	x.mu.Unlock()
+	if !ready {
+		x.d.log.Debug("merge waits: earlier merges of this stream failed", zap.String("stream", pm.stream.Name))
+		return
+	}
 	jobDir, err := x.openDir(pm.stream.Dir)
 	if err != nil {
 		x.d.log.Error("cannot start merge", zap.String("stream", pm.stream.Name), zap.Error(err))
@@ -225,19 +253,39 @@ func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
 		x.d.log.Error("merged, but its inputs are not all removed: the operation stays in the journal", append(fields, zap.Error(err))...)
 	case err != nil:
 		lvl := zap.WarnLevel
-		if errors.Is(err, context.Canceled) {
+		if transient(err) {
 			lvl = zap.InfoLevel
+		} else {
+			x.mu.Lock()
+			b := x.mergeBackoff(pm.stream.Name)
+			isNew, repeated := b.fail(x.d.opts.Now(), err)
+			fields = append(fields, zap.Duration("retry_in", b.wait), zap.Int("previous_error_repeated", repeated))
+			x.mu.Unlock()
+			if !isNew {
+				lvl = zap.DebugLevel // said once already; counted
+			}
 		}
 		x.d.log.Check(lvl, "merge abandoned, inputs intact").Write(append(fields, zap.Error(err))...)
 		x.report(outcome{stream: pm.stream.Name})
 		return
 	case res.Inactive:
 		x.d.log.Info("merged; inputs inactive for keep_inactive", fields...)
+		x.mergeSucceeded(pm.stream.Name)
 	default:
 		x.d.log.Info("merged", fields...)
+		x.mergeSucceeded(pm.stream.Name)
 	}
 	x.report(outcome{stream: pm.stream.Name, ok: true,
 		output: model.SegmentID{Dev: res.Output.Dev, Ino: res.Output.Ino, Gen: res.Output.Gen}})
+}
+
+func (x *executor) mergeSucceeded(stream string) {
+	x.mu.Lock()
+	was, repeated := x.mergeBackoff(stream).succeed()
+	x.mu.Unlock()
+	if was {
+		x.d.log.Info("merges work again", zap.String("stream", stream), zap.Int("failures_since_logged", repeated))
+	}
 }
 
 func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) bool {
@@ -252,14 +300,14 @@ func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArch
 		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}
 	if err != nil {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, fsx.ErrLeaseBroken) && !errors.Is(err, fsx.ErrWriting) &&
-			!errors.Is(err, fsx.ErrInputChanged) && !errors.Is(err, fsx.ErrInputMissing) && !errors.Is(err, fsx.ErrExists) {
+		if !transient(err) && !errors.Is(err, fsx.ErrInputMissing) {
 			tier.fail(x.d.opts.Now(), err) // ENOSPC, EACCES, EROFS, EIO...: back off
 		}
 		x.d.log.Warn("archival not finished, segment stays hot unless the log says it was archived; later ones wait", append(fields, zap.Error(err))...)
 		x.report(outcome{stream: pa.stream.Name})
 		return false
 	}
+	tier.succeeded()
 	x.d.log.Info("archived", fields...)
 	x.report(outcome{stream: pa.stream.Name})
 	return true
