@@ -188,3 +188,31 @@ func TestENOSPCOnHotBacksOff(t *testing.T) {
 		t.Fatal("the failure is not ENOSPC: the test does not test what it says")
 	}
 }
+
+// TestStateDirDeletedStopsDestructiveWork: the state dir removed under a
+// running daemon (its journal would vanish with the process, and a kill -9
+// would then leave half-done work nobody knows about): the next pass says so
+// at error and nothing is merged from then on.
+func TestStateDirDeletedStopsDestructiveWork(t *testing.T) {
+	e := newEnv(t)
+	e.compactConfig("")
+	for i := 1; i <= 5; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 4000, 0) // within quiesce (1s): not mergeable yet
+	}
+	n := newNotifySocket(t)
+	cmd, logs := e.startDaemon(n)
+	before := listing(t, e.logs)
+	must(t, os.RemoveAll(filepath.Join(e.dir, "state")))
+	waitUntil(t, "the daemon to notice", func() bool { return strings.Contains(logs.String(), "intent journal unusable") })
+	for i := 0; i < 20; i++ { // 2 s of passes: the segments leave quiesce meanwhile
+		n.waitFor(t, "STATUS=")
+	}
+	if strings.Contains(logs.String(), "merged") || listing(t, e.logs) != before {
+		t.Fatalf("merged without a state dir:\n%s", logs.String())
+	}
+	if !strings.Contains(n.waitFor(t, "STATUS="), "OFF") {
+		t.Fatal("STATUS= does not say merging is off")
+	}
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitExit(t, cmd, 30*time.Second)
+}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"time"
 
@@ -96,16 +97,25 @@ func (d *Daemon) closeOpened() {
 	d.recoverDirs = nil
 }
 
-// journalFailure is non-nil once a journal append has failed: from then on no
-// destructive step is taken until a restart has recovered (fsx.ErrJournalFailed).
+// journalFailure is non-nil once a journal append has failed, or once the state
+// dir is no longer the directory the daemon opened (deleted, or replaced): from
+// then on no destructive step is taken until a restart has recovered (the
+// journal of a deleted state dir would vanish with the process, and with it
+// the record of what is half done).
 func (d *Daemon) journalFailure() error {
 	if d.journal == nil {
 		return nil
 	}
 	err := d.journal.Err()
+	if err == nil && d.state != nil {
+		err = d.state.StillAt(d.cfg.StateDir)
+		if err != nil {
+			err = fmt.Errorf("state dir: %w", err)
+		}
+	}
 	if err != nil && d.journalErr == nil {
 		d.journalErr = err
-		d.log.Error("intent journal failed: merging and archival are OFF until a restart recovers", zap.Error(err))
+		d.log.Error("intent journal unusable: merging and archival are OFF until a restart recovers", zap.Error(err))
 	}
 	return err
 }

@@ -75,6 +75,28 @@ func (d *Dir) OnSameMount(st Stat) bool {
 	return st.Dev == d.dev
 }
 
+// StillAt checks that d is still the directory at path: not deleted (it has
+// links), and path, opened again without following a symlink in its last
+// component, leads to the same device and inode.
+func (d *Dir) StillAt(path string) error {
+	st, err := fstat(d.fd)
+	if err != nil {
+		return &os.PathError{Op: "stat dir", Path: d.path, Err: err}
+	}
+	if st.Nlink == 0 {
+		return fmt.Errorf("%s was deleted", d.path)
+	}
+	now, err := OpenDir(path)
+	if err != nil {
+		return err
+	}
+	defer now.Close()
+	if now.dev != d.dev || now.ino != d.ino {
+		return fmt.Errorf("%s is no longer the directory opened at start (replaced)", path)
+	}
+	return nil
+}
+
 // Path is the path the directory was opened by, for messages.
 func (d *Dir) Path() string { return d.path }
 

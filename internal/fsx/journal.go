@@ -130,6 +130,17 @@ type Journal struct {
 	ops    map[uint64]*Op
 	good   int64 // length of the records known written
 	failed error // set by a failed append: final
+	torn   bool  // a damaged last record was cut off when the journal was opened
+}
+
+// Torn reports whether opening the journal cut off a damaged last record: the
+// last thing some op announced is unknown. Recovery then finishes a committed
+// op whose output verifies even when some of its inputs are already gone (its
+// Removing record may be what was lost), instead of leaving it pending.
+func (j *Journal) Torn() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.torn
 }
 
 // OpenJournal opens (creating 0600) the journal name in d and replays it.
@@ -151,6 +162,7 @@ func OpenJournal(d *Dir, name string) (*Journal, error) {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	if good < len(data) {
+		j.torn = true
 		if err := f.Truncate(int64(good)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("truncate torn journal tail: %w", err)

@@ -310,7 +310,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	if s.Keep {
 		return res, nil
 	}
-	return res, r.finish(s.Src, op)
+	return res, r.finish(s.Src, op, false)
 }
 
 // leaseAll finds every input by identity and takes a read lease on it, so that
@@ -381,10 +381,12 @@ func recheck(d *Dir, ins []*Input) error {
 // identity, then journals Done. First every input must be found, unchanged
 // (size and mtime as journaled): one that is missing or changed leaves the op
 // pending with an error naming it. Once all are found, Removing is journaled;
-// from then on an input that is gone was removed by this op. Idempotent:
-// recovery and FinishDue call it too.
-func (r *Runner) finish(d *Dir, op Op) error {
-	if !op.Removing {
+// from then on an input that is gone was removed by this op. With torn (the
+// journal lost its last record, which may have been this op's Removing), a
+// missing input is taken as removed: the output was verified against the
+// commit, so its bytes are there. Idempotent: recovery and FinishDue call it too.
+func (r *Runner) finish(d *Dir, op Op, torn bool) error {
+	if !op.Removing && !torn {
 		var missing []string
 		for _, in := range op.Inputs {
 			name, st, err := d.Locate(in)
@@ -571,12 +573,16 @@ func (r *Runner) recoverOne(res Resolver, op Op) (outcome, error) {
 		return r.recoverMove(src, d, op)
 	}
 	switch {
+	case op.Commit == nil && !inputsIntact(src, op):
+		// Never delete what may be the only copy: without a readable commit the
+		// output cannot be verified, and some input is gone or changed.
+		return stuck, fmt.Errorf("%s op %d in %s: not committed, and some inputs are gone or changed: its output %q may hold their only copy; left for the operator", op.Kind, op.ID, op.Dir, op.Output)
 	case op.Commit == nil:
 		return rolledBack, r.rollback(dst, op)
 	case res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op):
 		return inactive, nil
 	case r.verifyCommitted(dst, op):
-		return finished, r.finish(src, op)
+		return finished, r.finish(src, op, r.Journal.Torn())
 	case inputsIntact(src, op):
 		return rolledBack, r.rollback(dst, op)
 	}
@@ -681,7 +687,7 @@ func (r *Runner) FinishDue(res Resolver, kept func(op Op) bool) (int, error) {
 			errs = append(errs, fmt.Errorf("%s op %d: output %q does not verify: inputs kept", op.Kind, op.ID, op.Output))
 			continue
 		}
-		if err := r.finish(src, op); err != nil {
+		if err := r.finish(src, op, false); err != nil {
 			errs = append(errs, err)
 			continue
 		}
