@@ -76,10 +76,17 @@ func Eligible(s model.Segment, target int64, exclude map[string]bool) bool {
 	return (s.State == model.Closed || s.State == model.Consolidated) && s.Size < target && !exclude[s.Name]
 }
 
+// MaxInputs bounds the inputs of one job: each is held open (and leased) for
+// the whole job, so 50,000 tiny segments must not make one job of 50,000 fds.
+const MaxInputs = 512
+
 // Plan decides the compaction of one stream. Eligible segments are merged in
 // stream order, in runs of adjacent segments whose total stays within target_size
-// (one job per run of two or more); a run never spans an ineligible segment, nor a
-// foreign file (symlink, FIFO, hard link) that sorts between two segments.
+// and whose count stays within MaxInputs (one job per run of two or more); a run
+// never spans an ineligible segment, nor a foreign file (symlink, FIFO, hard
+// link) that sorts between two segments, nor a change of owner, group or mode:
+// an output has its first input's, so a run that mixed them would hand one
+// owner's lines to another or widen who may read them.
 func Plan(s *model.Stream, in Input) Decision {
 	c := s.Config.Compaction
 	target := int64(c.TargetSize)
@@ -148,7 +155,7 @@ func Plan(s *model.Stream, in Input) Decision {
 				continue
 			}
 		}
-		if runBytes+seg.Size > target {
+		if runBytes+seg.Size > target || len(run) >= MaxInputs || (len(run) > 0 && s.Segments[run[0]].Access != seg.Access) {
 			flush()
 		}
 		run = append(run, i)

@@ -122,3 +122,59 @@ func TestPriorityIsMonotone(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestRunsNeverMixOwnersGroupsOrModes: an output takes its first input's owner,
+// group and mode, so a run stops wherever any of them changes: another user's
+// 0644 segment first in a run of root's 0600 ones would hand root's lines to
+// that user; 0644 then 0600 would widen who may read the 0600 lines.
+func TestRunsNeverMixOwnersGroupsOrModes(t *testing.T) {
+	root600 := model.Access{UID: 0, GID: 0, Mode: 0o600}
+	cases := []struct {
+		name   string
+		access []model.Access
+		want   string
+	}{
+		{"another user's segment before root's is merged with neither",
+			[]model.Access{{UID: 1000, GID: 1000, Mode: 0o644}, root600, root600, root600}, "app-000002.log,app-000003.log,app-000004.log"},
+		{"0644 then 0600 of the same owner are not merged together",
+			[]model.Access{{Mode: 0o644}, {Mode: 0o644}, root600, root600}, "app-000001.log,app-000002.log|app-000003.log,app-000004.log"},
+		{"another group is another run",
+			[]model.Access{root600, root600, {GID: 4, Mode: 0o600}, {GID: 4, Mode: 0o600}}, "app-000001.log,app-000002.log|app-000003.log,app-000004.log"},
+		{"the same owner, group and mode are one run",
+			[]model.Access{root600, root600, root600, root600}, "app-000001.log,app-000002.log,app-000003.log,app-000004.log"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ss := segs(len(c.access), MiB, model.Closed)
+			for i := range ss {
+				ss[i].Access = c.access[i]
+			}
+			s := stream(100*MiB, withActive(ss)...)
+			s.Config.Compaction.MinSegments = 2
+			var got []string
+			for _, j := range Plan(s, Input{PauseAbove: 0.85}).Jobs {
+				got = append(got, names(j))
+			}
+			if strings.Join(got, "|") != c.want {
+				t.Fatalf("jobs %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestAJobHasAtMostMaxInputs: 50,000 tiny segments are many jobs of at most
+// MaxInputs, not one job that opens them all.
+func TestAJobHasAtMostMaxInputs(t *testing.T) {
+	s := stream(100*MiB, withActive(segs(50000, 100, model.Closed))...)
+	d := Plan(s, Input{PauseAbove: 0.85})
+	total := 0
+	for _, j := range d.Jobs {
+		if len(j.Inputs) > MaxInputs {
+			t.Fatalf("a job of %d inputs", len(j.Inputs))
+		}
+		total += len(j.Inputs)
+	}
+	if total != 50000 || len(d.Jobs) < 50000/MaxInputs {
+		t.Fatalf("%d jobs over %d inputs", len(d.Jobs), total)
+	}
+}

@@ -329,7 +329,8 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		writing := make([]bool, len(r.Entries))
 		for i, e := range r.Entries {
 			writing[i] = e.Writing
-			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime()})
+			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime(),
+				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}})
 			s.HotBytes += e.Stat.Size
 		}
 		d.segBuf[sc.Name] = s.Segments

@@ -27,10 +27,14 @@ type SegmentID struct {
 	Gen      int64
 }
 
+// Access is who may read and change a segment: owner, group, permission bits.
+type Access struct{ UID, GID, Mode uint32 }
+
 // Segment is one file of a stream at snapshot time.
 type Segment struct {
 	Name          string
 	ID            SegmentID
+	Access        Access // a merge never mixes segments whose Access differs
 	Size          int64
 	Mtime         time.Time
 	State         State
