@@ -79,3 +79,75 @@ func TestMergeNeverMixesOwnersOrModes(t *testing.T) {
 		t.Fatal("lines lost or duplicated")
 	}
 }
+
+// TestUnsafeColdSubdirStopsOnlyItsStream: another (real) user creates a
+// stream's cold subdir before the daemon does (0777, theirs), or plants a
+// symlink there: that stream's segments stay hot and the log says why, while
+// the other stream sharing the cold dir is archived as usual.
+func TestUnsafeColdSubdirStopsOnlyItsStream(t *testing.T) {
+	testutil.RequireRoot(t, "create a user and chown to it")
+	u := testutil.NewUser(t)
+	for _, how := range []string{"theirs", "symlink"} {
+		t.Run(how, func(t *testing.T) {
+			e := newEnv(t)
+			cold := filepath.Join(e.dir, "cold")
+			must(t, os.Mkdir(cold, 0o755))
+			other := filepath.Join(e.dir, "b")
+			must(t, os.Mkdir(other, 0o755))
+			must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {threshold: 1000000}
+archive: {cold_dir: %s, max_age: 1m, compress: none}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+  - {name: b, dir: %s, pattern: "b-*.log"}
+`, e.dir, cold, e.logs, other)), 0o644))
+			for i := 1; i <= 3; i++ {
+				e.segment(fmt.Sprintf("app-%06d.log", i), 100, time.Hour)
+				p := filepath.Join(other, fmt.Sprintf("b-%06d.log", i))
+				must(t, os.WriteFile(p, []byte("b\n"), 0o644))
+				old := time.Now().Add(-time.Hour)
+				must(t, os.Chtimes(p, old, old))
+			}
+			switch how {
+			case "theirs":
+				must(t, os.Mkdir(filepath.Join(cold, "app"), 0o777))
+				must(t, syscall.Chmod(filepath.Join(cold, "app"), 0o777))
+				must(t, os.Chown(filepath.Join(cold, "app"), u.UID, u.GID))
+			case "symlink":
+				must(t, os.Symlink(t.TempDir(), filepath.Join(cold, "app")))
+			}
+			_, stderr, _ := e.cli("once")
+			if n, _ := os.ReadDir(e.logs); len(n) != 3 {
+				t.Fatalf("%d of app's 3 segments left hot: archived into a subdir another user controls", len(n))
+			}
+			if ents, _ := os.ReadDir(filepath.Join(cold, "b")); len(ents) != 2 {
+				t.Fatalf("stream b: %d archived, want 2 (all but the newest): one stream's subdir stopped the others\n%s", len(ents), stderr)
+			}
+			if !strings.Contains(stderr, "cold subdir unusable") {
+				t.Fatalf("not said why:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// TestCheckRefusesAColdDirOthersControl: a cold dir writable by others
+// without the sticky bit, or owned by another user, fails check (exit 2).
+func TestCheckRefusesAColdDirOthersControl(t *testing.T) {
+	testutil.RequireRoot(t, "create a user and chown to it")
+	u := testutil.NewUser(t)
+	for _, how := range []string{"world-writable", "theirs"} {
+		e := newEnv(t)
+		cold := filepath.Join(e.dir, "cold")
+		must(t, os.Mkdir(cold, 0o755))
+		if how == "world-writable" {
+			must(t, syscall.Chmod(cold, 0o777))
+		} else {
+			must(t, os.Chown(cold, u.UID, u.GID))
+		}
+		_, stderr, code := e.cli("check")
+		if code != 2 || !strings.Contains(stderr, "cold_dir") {
+			t.Errorf("%s cold dir: check exit %d, %s", how, code, stderr)
+		}
+	}
+}

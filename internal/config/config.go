@@ -607,6 +607,36 @@ func validateLayout(c *Config) error {
 		if err := checkDirOnDisk(k+".dir", s.Dir); err != nil {
 			return err
 		}
+		if err := checkColdOnDisk(k+".archive.cold_dir", cold); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkColdOnDisk refuses an existing cold dir that anyone but the daemon's
+// user could change (they could delete or replace archives, whose hot copies
+// are gone): owned by another user, or writable by group or others unless it
+// is sticky. A missing one is reported by the daemon when it archives.
+func checkColdOnDisk(key, dir string) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return keyErr(key, "stat %s: %v", dir, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return keyErr(key, "%s is a symlink; configure the real directory", dir)
+	}
+	if !fi.IsDir() {
+		return keyErr(key, "%s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return keyErr(key, "%s is owned by uid %d, not by uid %d: its owner could delete archives", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return keyErr(key, "%s is writable by group or others without the sticky bit: they could delete archives", dir)
 	}
 	return nil
 }

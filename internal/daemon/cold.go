@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,11 +23,12 @@ import (
 // to 5 min, reset only by an archival that succeeds), and says why in logs
 // (once per distinct error, with how often the last one repeated) and STATUS=.
 type coldTier struct {
-	path string
-	log  *zap.Logger
-	mu   sync.Mutex
-	dir  *fsx.Dir
-	b    backoff
+	path    string
+	log     *zap.Logger
+	mu      sync.Mutex
+	dir     *fsx.Dir
+	b       backoff
+	streams map[string]*backoff // a stream whose subdir is unsafe stops alone
 }
 
 func newColdTier(path string, log *zap.Logger) *coldTier {
@@ -44,6 +46,10 @@ func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
 	if err != nil {
 		return nil, c.failLocked(now, err)
 	}
+	if err := safeDir(fresh, true); err != nil {
+		fresh.Close()
+		return nil, c.failLocked(now, err)
+	}
 	if c.dir == nil {
 		c.dir = fresh
 	} else {
@@ -55,17 +61,65 @@ func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
 	return c.dir, nil
 }
 
-// stream opens (creating) the stream's subdirectory, owned by the caller.
+// stream opens (creating) the stream's subdirectory, owned by the caller. A
+// subdirectory that is not a directory of the daemon's own that only it can
+// write (another user created it first, or planted a symlink) stops archival
+// of that stream alone, with the reason logged once; the other streams of the
+// cold dir go on.
 func (c *coldTier) stream(now time.Time, name string) (*fsx.Dir, error) {
 	d, err := c.open(now)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	if c.streams == nil {
+		c.streams = map[string]*backoff{}
+	}
+	b := c.streams[name]
+	if b == nil {
+		b = &backoff{}
+		c.streams[name] = b
+	}
+	defer c.mu.Unlock()
+	if !b.ready(now) {
+		return nil, fmt.Errorf("cold dir %s/%s: backing off: %w", c.path, name, b.err)
+	}
 	sub, err := d.Sub(name, 0o750)
+	if err == nil {
+		if err = safeDir(sub, false); err != nil {
+			sub.Close()
+		}
+	}
 	if err != nil {
-		return nil, c.fail(now, err)
+		if isNew, repeated := b.fail(now, err); isNew {
+			c.log.Error("stream's cold subdir unusable: archival of this stream stops; nothing is deleted from hot",
+				zap.String("cold_dir", c.path), zap.String("stream", name), zap.Duration("retry_in", b.wait),
+				zap.Int("previous_error_repeated", repeated), zap.Error(err))
+		}
+		return nil, err
+	}
+	if was, _ := b.succeed(); was {
+		c.log.Info("stream's cold subdir usable again", zap.String("cold_dir", c.path), zap.String("stream", name))
 	}
 	return sub, nil
+}
+
+// safeDir refuses a cold directory that anyone but the daemon's user could
+// change: owned by another user, or writable by group or others — except, for
+// the cold dir itself (shared), a sticky dir that the daemon's user owns, where
+// others may create their own entries but not remove the daemon's.
+func safeDir(d *fsx.Dir, shared bool) error {
+	st, err := d.Stat(".")
+	if err != nil {
+		return err
+	}
+	if int(st.UID) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by uid %d: anyone who owns it can delete archives", d.Path(), st.UID, os.Geteuid())
+	}
+	if st.Mode&0o022 != 0 && !(shared && st.Mode&0o1000 != 0) {
+		return fmt.Errorf("%s is writable by group or others (mode %#o): they could delete or replace archives", d.Path(), st.Mode&0o7777)
+	}
+	return nil
 }
 
 func (c *coldTier) fail(now time.Time, err error) error {
