@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -149,5 +150,67 @@ func TestCheckRefusesAColdDirOthersControl(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, "cold_dir") {
 			t.Errorf("%s cold dir: check exit %d, %s", how, code, stderr)
 		}
+	}
+}
+
+// TestImmutableInputAfterCommitIsReportedOnce: a merge's input made immutable
+// (chattr +i) while its commit waits for keep_inactive: the next once reports
+// it at error and exits 1; later ones exit 0 with a reminder, the op stays
+// pending (its inputs out of every run), and the other streams' work goes
+// on; once the flag is removed it finishes. A file made immutable before any
+// job is foreign from the start.
+func TestImmutableInputAfterCommitIsReportedOnce(t *testing.T) {
+	testutil.RequireRoot(t, "chattr")
+	chattr := testutil.RequireTool(t, "chattr")
+	e := newEnv(t)
+	e.compactConfig(", keep_inactive: 1h")
+	for i := 1; i <= 4; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 4000, time.Hour)
+	}
+	if _, stderr, code := e.cli("once"); code != 0 || !strings.Contains(stderr, "inputs inactive") {
+		t.Fatalf("first once: %d\n%s", code, stderr)
+	}
+	in := filepath.Join(e.logs, "app-000002.log")
+	run := func(args ...string) {
+		if out, err := exec.Command(chattr, append(args, in)...).CombinedOutput(); err != nil {
+			t.Fatalf("chattr: %v %s", err, out)
+		}
+	}
+	run("+i")
+	t.Cleanup(func() { _ = exec.Command(chattr, "-i", in).Run() })
+	e.compactConfig(", keep_inactive: 0s")
+	_, stderr, code := e.cli("once")
+	if code != 1 || !strings.Contains(stderr, "app-000002.log") {
+		t.Fatalf("once with an immutable committed input: exit %d, want 1 and the input named:\n%s", code, stderr)
+	}
+	for i := 0; i < 2; i++ {
+		_, stderr, code = e.cli("once")
+		if code != 0 || !strings.Contains(stderr, "still blocked") {
+			t.Fatalf("a later once: exit %d, want 0 and a reminder:\n%s", code, stderr)
+		}
+	}
+	if _, err := os.Stat(in); err != nil {
+		t.Fatal("the immutable input is gone")
+	}
+	run("-i")
+	if _, stderr, code := e.cli("once"); code != 0 {
+		t.Fatalf("once after chattr -i: %d\n%s", code, stderr)
+	}
+	if names, _ := e.stream(); len(names) != 2 {
+		t.Fatalf("after the flag is gone the op finishes: %v", names)
+	}
+	// Immutable before any job: foreign, never an input.
+	e.segment("app-000010.log", 4000, time.Hour)
+	e.segment("app-000011.log", 4000, time.Hour)
+	e.segment("app-000012.log", 4000, time.Minute)
+	sealed := filepath.Join(e.logs, "app-000010.log")
+	if out, err := exec.Command(chattr, "+a", sealed).CombinedOutput(); err != nil {
+		t.Fatalf("chattr: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(chattr, "-a", sealed).Run() })
+	_, stderr, _ = e.cli("once")
+	_, err := os.Stat(sealed)
+	if !strings.Contains(stderr, "append-only") || err != nil || strings.Contains(stderr, `"app-000010.log","app-000011.log"`) {
+		t.Fatalf("an append-only file was not left alone as foreign (%v):\n%s", err, stderr)
 	}
 }

@@ -38,9 +38,15 @@ func (d *Daemon) Recover() error {
 	}
 	defer d.closeOpened()
 	st, err := d.ops.Recover(d.resolver())
-	if st != (fsx.RecoverStats{}) {
+	if st.RolledBack+st.Finished+st.Inactive+st.Stuck > 0 {
 		d.log.Info("recovered unfinished operations", zap.Int("rolled_back", st.RolledBack),
 			zap.Int("finished", st.Finished), zap.Int("inactive", st.Inactive), zap.Int("stuck", st.Stuck))
+	}
+	for _, op := range st.Blocked {
+		// Reported at error when it first happened; a reminder at each start.
+		d.log.Warn("committed operation still blocked: its inputs are kept out of every run until resolved",
+			zap.String("stream", op.Stream), zap.Uint64("op", op.ID), zap.String("kind", string(op.Kind)),
+			zap.ByteString("output", []byte(op.Output)), zap.String("reason", op.Blocked))
 	}
 	if err != nil {
 		d.log.Error("recovery left operations unfinished", zap.Error(err))

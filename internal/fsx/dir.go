@@ -152,6 +152,7 @@ func (k Kind) String() string {
 // segment; with time.Time it was 112, and the GC had to scan it).
 type Stat struct {
 	Kind    Kind
+	Sealed  bool // immutable or append-only (chattr +i / +a): it can be neither renamed nor removed
 	Dev     uint64
 	Ino     uint64
 	Nlink   uint32
@@ -208,6 +209,8 @@ func fromStatx(x *unix.Statx_t) Stat {
 	if x.Mask&unix.STATX_MNT_ID != 0 {
 		st.MntID = x.Mnt_id
 	}
+	const sealed = unix.STATX_ATTR_IMMUTABLE | unix.STATX_ATTR_APPEND
+	st.Sealed = x.Attributes&x.Attributes_mask&sealed != 0
 	return st
 }
 

@@ -35,6 +35,7 @@ const (
 	recCommit   byte = 3
 	recDone     byte = 4
 	recRemoving byte = 5
+	recBlocked  byte = 6
 	headerLen        = 10
 )
 
@@ -96,6 +97,10 @@ type Op struct {
 	// Removing is journaled after a commit once every input was found: from then
 	// on an input that is gone was removed by the op itself.
 	Removing bool
+	// Blocked says why a committed op could not finish (an input missing,
+	// changed, or that cannot be removed), once: later attempts that fail the
+	// same way are not reported again, and the journal does not grow with them.
+	Blocked string
 }
 
 // InputsInactive reports whether the op's inputs are committed into its output
@@ -337,6 +342,11 @@ func (j *Journal) apply(p []byte) error {
 		if op := j.ops[id]; op != nil && d.err == nil {
 			op.Removing = true
 		}
+	case recBlocked:
+		why := d.bytes()
+		if op := j.ops[id]; op != nil && d.err == nil {
+			op.Blocked = why
+		}
 	case recDone:
 		if d.err == nil {
 			delete(j.ops, id)
@@ -464,6 +474,18 @@ func (j *Journal) Removing(id uint64) error { return j.append(encodeID(recRemovi
 // the next durable record, or Close, makes it durable.
 func (j *Journal) Done(id uint64) error { return j.append(encodeID(recDone, id), false) }
 
+// Blocked journals why a committed op cannot finish for now. Not fsynced: it
+// only keeps a repeated failure from being reported (and journaled) again.
+func (j *Journal) Blocked(id uint64, why string) error {
+	return j.append(encodeBlocked(id, why), false)
+}
+
+func encodeBlocked(id uint64, why string) []byte {
+	e := &enc{b: encodeID(recBlocked, id)}
+	e.bytes(why)
+	return e.b
+}
+
 func encodeID(typ byte, id uint64) []byte {
 	e := &enc{b: []byte{typ}}
 	e.uvarint(id)
@@ -512,6 +534,9 @@ func (j *Journal) Compact(limit int64) error {
 		}
 		if op.Removing {
 			buf.Write(frame(encodeID(recRemoving, id)))
+		}
+		if op.Blocked != "" {
+			buf.Write(frame(encodeBlocked(id, op.Blocked)))
 		}
 	}
 	if err := j.d.ReplaceFile(j.name, buf.Bytes(), 0o600); err != nil {

@@ -296,6 +296,7 @@ func TestRemovingAndLazyDoneSurviveReopenAndCompaction(t *testing.T) {
 	must(t, err)
 	must(t, j.Commit(id, Commit{OutSize: 1}))
 	must(t, j.Removing(id))
+	must(t, j.Blocked(id, "input \"x\": operation not permitted"))
 	id2, err := j.Begin(sampleOp())
 	must(t, err)
 	must(t, j.Done(id2))
@@ -305,7 +306,8 @@ func TestRemovingAndLazyDoneSurviveReopenAndCompaction(t *testing.T) {
 	must(t, err)
 	defer j.Close()
 	ops := j.Pending()
-	if len(ops) != 1 || ops[0].ID != id || !ops[0].Removing || ops[0].Commit == nil || !ops[0].InputsInactive() {
+	if len(ops) != 1 || ops[0].ID != id || !ops[0].Removing || ops[0].Commit == nil || !ops[0].InputsInactive() ||
+		ops[0].Blocked != "input \"x\": operation not permitted" {
 		t.Fatalf("after reopen: %+v", ops)
 	}
 }

@@ -344,9 +344,9 @@ func (r *Runner) lease(d *Dir, ref FileRef) (*Input, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open input %q: %w", name, err)
 		}
-		if !ref.Matches(l.Stat) {
+		if !ref.Matches(l.Stat) || l.Stat.Sealed {
 			_ = l.Release()
-			return nil, fmt.Errorf("input %q: %w (since the scan)", name, ErrInputChanged)
+			return nil, fmt.Errorf("input %q: %w (since the scan; or made immutable or append-only)", name, ErrInputChanged)
 		}
 		return &Input{Ref: ref, Name: name, File: l.File, lease: l}, nil
 	}
@@ -367,7 +367,7 @@ func recheck(d *Dir, ins []*Input) error {
 			return fmt.Errorf("input %q: %w", in.Name, ErrLeaseBroken)
 		}
 		st, err := Fstat(in.File)
-		if err != nil || !in.Ref.Matches(st) || st.Nlink != 1 {
+		if err != nil || !in.Ref.Matches(st) || st.Nlink != 1 || st.Sealed {
 			return fmt.Errorf("input %q: %w", in.Name, ErrInputChanged)
 		}
 		if _, _, err := d.Locate(in.Ref); err != nil {
@@ -386,6 +386,18 @@ func recheck(d *Dir, ins []*Input) error {
 // missing input is taken as removed: the output was verified against the
 // commit, so its bytes are there. Idempotent: recovery and FinishDue call it too.
 func (r *Runner) finish(d *Dir, op Op, torn bool) error {
+	err := r.removeInputs(d, op, torn)
+	if err != nil && op.Blocked == "" && !errors.Is(err, ErrJournalFailed) {
+		// Said once: the op stays pending, its inputs inactive (kept out of
+		// every run), and a later attempt that fails again is not reported.
+		if jerr := r.Journal.Blocked(op.ID, err.Error()); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+	}
+	return err
+}
+
+func (r *Runner) removeInputs(d *Dir, op Op, torn bool) error {
 	if !op.Removing && !torn {
 		var missing []string
 		for _, in := range op.Inputs {
@@ -508,6 +520,10 @@ type RecoverStats struct {
 	Finished   int // committed (or moved): inputs removed
 	Inactive   int // committed, inputs kept for keep_inactive
 	Stuck      int // left pending: logged, for later or for the operator
+	// Blocked lists the ops that were already blocked before and still are
+	// (their reason was reported when it first happened; it is not an error
+	// again).
+	Blocked []Op
 }
 
 // Recover brings every unfinished op to one of the two end states of the
@@ -528,8 +544,12 @@ func (r *Runner) Recover(res Resolver) (RecoverStats, error) {
 	for _, op := range r.Journal.Pending() {
 		out, err := r.recoverOne(res, op)
 		if err != nil {
-			errs = append(errs, err)
 			out = stuck
+			if op.Blocked != "" && op.Commit != nil {
+				st.Blocked = append(st.Blocked, op)
+			} else {
+				errs = append(errs, err)
+			}
 		}
 		switch out {
 		case rolledBack:

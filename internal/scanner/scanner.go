@@ -262,6 +262,8 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			why = "hard link"
 		case !d.OnSameMount(st):
 			why = "another mount"
+		case st.Sealed:
+			why = "immutable or append-only (chattr): it could be merged or archived but never removed"
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)
