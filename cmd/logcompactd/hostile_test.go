@@ -214,3 +214,31 @@ func TestImmutableInputAfterCommitIsReportedOnce(t *testing.T) {
 		t.Fatalf("an append-only file was not left alone as foreign (%v):\n%s", err, stderr)
 	}
 }
+
+// TestLongestNameFirstInARunDoesNotLoop: a 255-byte segment name first in a
+// run: no output name may be longer, so no merge is planned for that run —
+// it used to fail the rename at every pass and grow the journal each time.
+func TestLongestNameFirstInARunDoesNotLoop(t *testing.T) {
+	e := newEnv(t)
+	e.compactConfig("")
+	long := "app-" + strings.Repeat("x", 243) + "-000001.log"
+	e.segment(long, 4000, time.Hour)
+	e.segment("app-y-000002.log", 4000, time.Hour)
+	e.segment("app-y-000003.log", 4000, time.Minute)
+	journal := filepath.Join(e.dir, "state", "journal")
+	var sizes []int64
+	for i := 0; i < 3; i++ {
+		if _, stderr, code := e.cli("once"); code != 0 {
+			t.Fatalf("once %d: exit %d\n%s", i, code, stderr)
+		}
+		fi, err := os.Stat(journal)
+		must(t, err)
+		sizes = append(sizes, fi.Size())
+	}
+	if sizes[0] != sizes[1] || sizes[1] != sizes[2] {
+		t.Fatalf("the journal grows at every pass: %v bytes", sizes)
+	}
+	if _, err := os.Stat(filepath.Join(e.logs, long)); err != nil {
+		t.Fatal(err)
+	}
+}

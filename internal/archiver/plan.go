@@ -76,7 +76,8 @@ func candidates(s *model.Stream) []model.Segment {
 // archive's encoding, added once. enc is the segment's own encoding (its magic
 // bytes): a text segment is compressed as compress says, a gzip or zstd one is
 // archived as it is. n > 0 — an earlier archive holds the name — inserts ".n"
-// before that extension:
+// before that extension. A name that would pass NAME_MAX (255 bytes) is cut
+// before the suffix:
 //
 //	app-7.log, text, zstd        -> app-7.log.zst, app-7.log.1.zst, ...
 //	app-7~c1.log.zst, zstd, zstd -> app-7~c1.log.zst (not .zst.zst)
@@ -90,10 +91,14 @@ func ColdName(segment string, enc codec.Encoding, compress string, n int) string
 	if ext != "" {
 		base = strings.TrimSuffix(segment, ext)
 	}
+	suffix := ext
 	if n > 0 {
-		base += "." + strconv.Itoa(n)
+		suffix = "." + strconv.Itoa(n) + ext
 	}
-	return base + ext
+	if len(base)+len(suffix) > model.NameMax {
+		base = base[:model.NameMax-len(suffix)] // a name the filesystem takes; ".N" keeps it unique
+	}
+	return base + suffix
 }
 
 // Plan decides archival for all streams at once (the filesystem guard spans them).

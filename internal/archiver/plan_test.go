@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/growth"
 	"github.com/logcompactd/logcompactd/internal/model"
@@ -225,5 +226,21 @@ func TestUrgencyKeepsThePrefix(t *testing.T) {
 	d := Plan([]*model.Stream{s}, Input{Now: now, Load: 0.95, PauseAbove: 0.85})
 	if got := jobNames(d.Jobs["a"]); got != "a-000,a-001,a-002" || len(d.Deferred["a"]) != 0 {
 		t.Fatalf("jobs %q, deferred %q", got, jobNames(d.Deferred["a"]))
+	}
+}
+
+func TestColdNameFitsNameMax(t *testing.T) {
+	long := strings.Repeat("a", 251) + ".log" // 255 bytes: the longest a segment name can be
+	for n := 0; n < 3; n++ {
+		got := ColdName(long, codec.Text, "zstd", n)
+		if len(got) > model.NameMax || !strings.HasSuffix(got, ".zst") {
+			t.Fatalf("n=%d: %d bytes %q", n, len(got), got)
+		}
+		if n > 0 && !strings.HasSuffix(got, fmt.Sprintf(".%d.zst", n)) {
+			t.Fatalf("n=%d: %q", n, got)
+		}
+	}
+	if a, b := ColdName(long, codec.Text, "zstd", 0), ColdName(long, codec.Text, "zstd", 1); a == b {
+		t.Fatal("two archives of a long name collide")
 	}
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,5 +63,16 @@ func TestClassify(t *testing.T) {
 		if segs[i].State != w {
 			t.Errorf("%s: %s (%s), want %s", segs[i].Name, segs[i].State, segs[i].Why, w)
 		}
+	}
+}
+
+func TestConsolidatedNameNeverPassesNameMax(t *testing.T) {
+	long := "app-" + strings.Repeat("x", 243) + "-000001.log" // 255 bytes
+	if got := ConsolidatedName("app-*.log", long, "", "", true, func(string) bool { return false }); got != "" {
+		t.Fatalf("a %d-byte output name %q for a 255-byte first input: want none", len(got), got)
+	}
+	short := "app-" + strings.Repeat("x", 240) + "-1.log" // 250 bytes: room for ~c1
+	if got := ConsolidatedName("app-*.log", short, "", "", true, func(string) bool { return false }); got == "" || len(got) > NameMax {
+		t.Fatalf("%q", got)
 	}
 }

@@ -21,6 +21,9 @@ import (
 // not a name a writer produces next (writers do not write "~c").
 const marker = "~c"
 
+// NameMax is the longest file name Linux filesystems take (bytes).
+const NameMax = 255
+
 // IsConsolidated reports whether name carries the consolidated marker.
 func IsConsolidated(name string) bool {
 	_, _, ok := findMarker(name)
@@ -59,6 +62,9 @@ func ConsolidatedName(pattern, first, before, after string, nameOrder bool, take
 	for _, pos := range insertionPoints(base) {
 		for n := 1; n < 1000; n++ {
 			cand := base[:pos] + marker + strconv.Itoa(n) + base[pos:]
+			if len(cand) > NameMax {
+				break // no longer than a file name may be: the rename would fail at every pass
+			}
 			if m, _ := filepath.Match(pattern, cand); !m {
 				break // another number will not match either; try another position
 			}
