@@ -221,7 +221,7 @@ func TestImmutableInputAfterCommitIsReportedOnce(t *testing.T) {
 func TestLongestNameFirstInARunDoesNotLoop(t *testing.T) {
 	e := newEnv(t)
 	e.compactConfig("")
-	long := "app-" + strings.Repeat("x", 243) + "-000001.log"
+	long := "app-" + strings.Repeat("x", 240) + "-000001.log"
 	e.segment(long, 4000, time.Hour)
 	e.segment("app-y-000002.log", 4000, time.Hour)
 	e.segment("app-y-000003.log", 4000, time.Minute)

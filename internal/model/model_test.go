@@ -67,11 +67,11 @@ func TestClassify(t *testing.T) {
 }
 
 func TestConsolidatedNameNeverPassesNameMax(t *testing.T) {
-	long := "app-" + strings.Repeat("x", 243) + "-000001.log" // 255 bytes
+	long := "app-" + strings.Repeat("x", 240) + "-000001.log" // 255 bytes
 	if got := ConsolidatedName("app-*.log", long, "", "", true, func(string) bool { return false }); got != "" {
 		t.Fatalf("a %d-byte output name %q for a 255-byte first input: want none", len(got), got)
 	}
-	short := "app-" + strings.Repeat("x", 240) + "-1.log" // 250 bytes: room for ~c1
+	short := "app-" + strings.Repeat("x", 235) + "-1.log" // 245 bytes: room for ~c1
 	if got := ConsolidatedName("app-*.log", short, "", "", true, func(string) bool { return false }); got == "" || len(got) > NameMax {
 		t.Fatalf("%q", got)
 	}
