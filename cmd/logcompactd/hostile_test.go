@@ -242,3 +242,88 @@ func TestLongestNameFirstInARunDoesNotLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// treeSum is a checksum of every name, mode and byte under dir.
+func treeSum(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	must(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %v %d\n", p, fi.Mode(), fi.Size())
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b.Write(data)
+		}
+		return nil
+	}))
+	return b.String()
+}
+
+// TestManagedDirReachedThroughAnotherUsersDir: a managed dir below a directory
+// another (real) user owns is refused by check and by once (they could swap a
+// component for a symlink to anywhere). And when a parent changes hands while
+// run is running and the user then swaps the managed dir for a symlink to a
+// tree of segment-like files elsewhere, nothing there is merged or archived.
+func TestManagedDirReachedThroughAnotherUsersDir(t *testing.T) {
+	testutil.RequireRoot(t, "create a user and chown to it")
+	u := testutil.NewUser(t)
+	e := newEnv(t)
+	outsideRoot := filepath.Join(e.dir, "outside")
+	outside := filepath.Join(outsideRoot, "logs")
+	must(t, os.MkdirAll(outside, 0o755))
+	for i := 1; i <= 5; i++ {
+		p := filepath.Join(outside, fmt.Sprintf("app-%06d.log", i))
+		must(t, os.WriteFile(p, []byte(strings.Repeat("outside\n", 500)), 0o644))
+		old := time.Now().Add(-time.Hour)
+		must(t, os.Chtimes(p, old, old))
+	}
+	before := treeSum(t, outsideRoot)
+	parent := filepath.Join(e.dir, "app")
+	must(t, os.Mkdir(parent, 0o755))
+	mid := filepath.Join(parent, "mid")
+	logs := filepath.Join(mid, "logs")
+	must(t, os.MkdirAll(logs, 0o755))
+	e.logs = logs
+	e.compactConfig("")
+
+	// Before start: the user owns app/ and swaps app/mid for a symlink.
+	must(t, os.Chown(parent, u.UID, u.GID))
+	must(t, os.Rename(mid, mid+".old"))
+	must(t, os.Symlink(outsideRoot, mid))
+	must(t, os.Lchown(mid, u.UID, u.GID))
+	for _, cmd := range []string{"check", "once"} {
+		if _, stderr, code := e.cli(cmd); code != 2 || !strings.Contains(stderr, "another user can change") {
+			t.Errorf("%s with a user-owned parent: exit %d\n%s", cmd, code, stderr)
+		}
+	}
+	if treeSum(t, outsideRoot) != before {
+		t.Fatal("files outside the managed dir changed")
+	}
+
+	// While running: the chain is root's at start; then app/ changes hands and
+	// the user swaps mid/logs' parent for a symlink.
+	must(t, os.Remove(mid))
+	must(t, os.Rename(mid+".old", mid))
+	must(t, os.Chown(parent, 0, 0))
+	n := newNotifySocket(t)
+	cmd, daemonLog := e.startDaemon(n)
+	must(t, os.Chown(parent, u.UID, u.GID))
+	must(t, os.Rename(mid, mid+".old"))
+	must(t, os.Symlink(outsideRoot, mid))
+	for i := 0; i < 20; i++ {
+		n.waitFor(t, "STATUS=")
+	}
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitExit(t, cmd, 30*time.Second)
+	if treeSum(t, outsideRoot) != before {
+		t.Fatalf("files outside the managed dir changed:\n%s", daemonLog.String())
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.dir, "cold", "app")); len(ents) > 0 {
+		t.Fatalf("archived from outside: %v", ents)
+	}
+}

@@ -22,6 +22,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/logcompactd/logcompactd/internal/fsx"
 )
 
 // DefaultPath is where the daemon reads its config unless --config or
@@ -466,6 +468,11 @@ func validate(c *Config) error {
 	if err := validatePath("state_dir", c.StateDir); err != nil {
 		return err
 	}
+	if _, err := os.Lstat(c.StateDir); err == nil {
+		if err := checkReachable("state_dir", c.StateDir); err != nil {
+			return err
+		}
+	}
 	if len(c.Streams) == 0 {
 		return keyErr("streams", "at least one stream is required")
 	}
@@ -638,7 +645,7 @@ func checkColdOnDisk(key, dir string) error {
 	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
 		return keyErr(key, "%s is writable by group or others without the sticky bit: they could delete archives", dir)
 	}
-	return nil
+	return checkReachable(key, dir)
 }
 
 // checkDirOnDisk refuses a managed dir that exists but is a symlink, not a directory,
@@ -661,5 +668,15 @@ func checkDirOnDisk(key, dir string) error {
 	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
 		return keyErr(key, "%s is world-writable without the sticky bit: anyone could plant files in it", dir)
 	}
-	return nil
+	return checkReachable(key, dir)
+}
+
+// checkReachable refuses a dir that the daemon would refuse to open: reached
+// through a directory (or symlink) another user can change (fsx.OpenDir).
+func checkReachable(key, dir string) error {
+	d, err := fsx.OpenDir(dir)
+	if err != nil {
+		return keyErr(key, "%v", err)
+	}
+	return d.Close()
 }

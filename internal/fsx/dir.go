@@ -47,13 +47,18 @@ type Dir struct {
 	beforeCapture func(name string)
 }
 
-// OpenDir opens path as a directory without following a symlink in its last component.
+// OpenDir opens the directory at path, resolving it one component at a time
+// from "/" so that nobody but root (or the caller) can redirect it: every
+// directory on the way must be owned by root or the caller and writable by
+// nobody else — or, like /tmp, sticky (others may add entries there, but not
+// replace ours); a symlink on the way is followed only if root or the caller
+// owns it (it sits in such a directory, so its owner is who made it), and the
+// last component must be a directory itself, not a symlink. So a managed, cold
+// or state dir reached through a directory another user can write (who could
+// swap a component for a symlink, before start or while running) is refused.
 func OpenDir(path string) (*Dir, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openDirSecure(path)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			return nil, &os.PathError{Op: "open dir", Path: path, Err: fmt.Errorf("not a directory (or a symlink): %w", err)}
-		}
 		return nil, &os.PathError{Op: "open dir", Path: path, Err: err}
 	}
 	st, err := fstat(fd)
@@ -62,6 +67,102 @@ func OpenDir(path string) (*Dir, error) {
 		return nil, &os.PathError{Op: "stat dir", Path: path, Err: err}
 	}
 	return &Dir{fd: fd, path: path, dev: st.Dev, ino: st.Ino, mnt: st.MntID}, nil
+}
+
+// ErrUnsafePath means a directory on the way to a configured dir could be
+// changed by another user.
+var ErrUnsafePath = errors.New("fsx: reached through a directory another user can change")
+
+func openDirSecure(path string) (int, error) {
+	if !strings.HasPrefix(path, "/") {
+		return -1, fmt.Errorf("not an absolute path")
+	}
+	euid := uint32(os.Geteuid())
+	trusted := func(uid uint32) bool { return uid == 0 || uid == euid }
+	cur, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	where := "/"
+	todo := splitPath(path)
+	for hops := 0; len(todo) > 0; {
+		name := todo[0]
+		todo = todo[1:]
+		// The directory we are in decides who could have put name there.
+		st, err := fstat(cur)
+		if err != nil {
+			unix.Close(cur)
+			return -1, err
+		}
+		if !trusted(st.UID) || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
+			unix.Close(cur)
+			return -1, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrUnsafePath, where, st.UID, st.Mode&0o7777)
+		}
+		if name == ".." {
+			next, err := unix.Openat(cur, "..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			unix.Close(cur)
+			if err != nil {
+				return -1, err
+			}
+			cur, where = next, where+"/.."
+			continue
+		}
+		last := len(todo) == 0
+		next, err := unix.Openat(cur, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(cur)
+			cur, where = next, strings.TrimSuffix(where, "/")+"/"+name
+			continue
+		}
+		if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
+			unix.Close(cur)
+			return -1, err
+		}
+		// A symlink (or not a directory at all).
+		var x unix.Statx_t
+		if serr := unix.Statx(cur, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_UID, &x); serr != nil || x.Mode&unix.S_IFMT != unix.S_IFLNK || last {
+			unix.Close(cur)
+			if last || serr == nil && x.Mode&unix.S_IFMT != unix.S_IFLNK {
+				return -1, fmt.Errorf("not a directory (or a symlink): %w", err)
+			}
+			return -1, err
+		}
+		if !trusted(x.Uid) {
+			unix.Close(cur)
+			return -1, fmt.Errorf("%w: %s/%s is a symlink owned by uid %d", ErrUnsafePath, where, name, x.Uid)
+		}
+		if hops++; hops > 40 {
+			unix.Close(cur)
+			return -1, unix.ELOOP
+		}
+		buf := make([]byte, unix.PathMax)
+		n, rerr := unix.Readlinkat(cur, name, buf)
+		if rerr != nil {
+			unix.Close(cur)
+			return -1, rerr
+		}
+		target := string(buf[:n])
+		todo = append(splitPath(target), todo...)
+		if strings.HasPrefix(target, "/") {
+			unix.Close(cur)
+			if cur, err = unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+				return -1, err
+			}
+			where = "/"
+		}
+	}
+	return cur, nil
+}
+
+// splitPath splits a path into its components, without empty ones and ".".
+func splitPath(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // OnSameMount reports whether st (an entry of d) lives on d's own mount: the

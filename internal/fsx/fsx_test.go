@@ -248,3 +248,53 @@ func TestWriteBehind(t *testing.T) {
 	var none *WriteBehind
 	none.Advance(1 << 30) // a nil WriteBehind is a no-op
 }
+
+// TestOpenDirRefusesWhatAnotherUserCouldRedirect: a dir reached through a
+// directory another (real) user owns or can write — who could swap a component
+// for a symlink — or through a symlink they own, is refused; through root's
+// own symlink, or a sticky root-owned dir like /tmp, it opens.
+func TestOpenDirRefusesWhatAnotherUserCouldRedirect(t *testing.T) {
+	testutil.RequireRoot(t, "create a user and chown to it")
+	u := testutil.NewUser(t)
+	base := t.TempDir()
+	mk := func(p string, mode uint32, uid int) string {
+		must(t, os.MkdirAll(p, 0o755))
+		must(t, syscall.Chmod(p, mode))
+		must(t, os.Chown(p, uid, uid))
+		return p
+	}
+	theirs := mk(filepath.Join(base, "theirs"), 0o755, u.UID)
+	mk(filepath.Join(theirs, "logs"), 0o755, 0)
+	open := mk(filepath.Join(base, "open"), 0o777, 0)
+	mk(filepath.Join(open, "logs"), 0o755, 0)
+	sticky := mk(filepath.Join(base, "sticky"), 0o1777, 0)
+	mk(filepath.Join(sticky, "logs"), 0o755, 0)
+	real := mk(filepath.Join(base, "real"), 0o755, 0)
+	mk(filepath.Join(real, "sub"), 0o755, 0)
+	must(t, os.Symlink(real, filepath.Join(base, "rootlink")))
+	must(t, os.Symlink(real, filepath.Join(sticky, "userlink")))
+	must(t, os.Lchown(filepath.Join(sticky, "userlink"), u.UID, u.GID))
+
+	for _, c := range []struct {
+		path string
+		ok   bool
+	}{
+		{filepath.Join(theirs, "logs"), false},
+		{filepath.Join(open, "logs"), false},
+		{filepath.Join(sticky, "logs"), true},
+		{filepath.Join(base, "rootlink"), false}, // the last component is a symlink: configure the real dir
+		{filepath.Join(base, "rootlink", "sub"), true},
+		{filepath.Join(sticky, "userlink", "sub"), false},
+	} {
+		d, err := OpenDir(c.path)
+		if d != nil {
+			d.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("OpenDir(%s): %v, want ok=%v", c.path, err, c.ok)
+		}
+		if !c.ok && err != nil && strings.Contains(c.path, "theirs") && !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("OpenDir(%s): %v, want ErrUnsafePath", c.path, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +16,19 @@ import (
 func EnsureStateDir(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
+		// Create it only below a directory nobody else can redirect.
+		parent := filepath.Dir(path)
+		for {
+			if _, err := os.Lstat(parent); err == nil || parent == "/" {
+				break
+			}
+			parent = filepath.Dir(parent)
+		}
+		d, perr := OpenDir(parent)
+		if perr != nil {
+			return fmt.Errorf("create state dir: %w", perr)
+		}
+		d.Close()
 		if err := os.MkdirAll(path, 0o700); err != nil {
 			return fmt.Errorf("create state dir: %w", err)
 		}
