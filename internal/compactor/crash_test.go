@@ -119,15 +119,16 @@ func (c crashRun) steps(t *testing.T, mode string) []string {
 	return strings.Fields(string(b))
 }
 
-// renameAll renames every file of the stream the way a rotating writer would
-// (app-N.log -> app-N.logr, keeping the order); temp names stay.
+// renameAll renames every file of the stream, the consolidated output too, the
+// way a rotating writer would (app-N.log -> app-N.logr, keeping the order);
+// temp names stay.
 func (c crashRun) renameAll(t *testing.T) {
 	ents, err := os.ReadDir(c.logs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if !fsx.IsTemp(e.Name()) && !strings.Contains(e.Name(), "~c") {
+		if !fsx.IsTemp(e.Name()) {
 			must(t, os.Rename(filepath.Join(c.logs, e.Name()), filepath.Join(c.logs, e.Name()+"r")))
 		}
 	}

@@ -32,8 +32,14 @@ func (d *Daemon) Once() (*Report, error) {
 
 // Recover runs recovery of the intent journal (before the first scan), then
 // compacts the journal. Errors are logged loudly and returned.
-func (d *Daemon) Recover() error {
-	if d.journal == nil || d.ops == nil {
+func (d *Daemon) Recover() error { return d.recover(true) }
+
+// recover recovers the ops no running job owns. At start it also reminds of
+// ops still blocked; run calls it again now and then (recoverLater), quietly
+// for those, so that an op left pending (its cold dir was down, a crash hid a
+// segment under a temporary name) does not wait for a restart.
+func (d *Daemon) recover(atStart bool) error {
+	if d.journal == nil || d.ops == nil || d.journalErr != nil {
 		return nil
 	}
 	defer d.closeOpened()
@@ -43,6 +49,9 @@ func (d *Daemon) Recover() error {
 			zap.Int("finished", st.Finished), zap.Int("inactive", st.Inactive), zap.Int("stuck", st.Stuck))
 	}
 	for _, op := range st.Blocked {
+		if !atStart {
+			break
+		}
 		// Reported at error when it first happened; a reminder at each start.
 		d.log.Warn("committed operation still blocked: its inputs are kept out of every run until resolved",
 			zap.String("stream", op.Stream), zap.Uint64("op", op.ID), zap.String("kind", string(op.Kind)),
@@ -258,6 +267,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		}
 		r := d.Pass(only, unchanged)
 		d.logReport(r)
+		if only == nil && unchanged == nil && d.ops != nil && d.ops.Idle() > 0 {
+			_ = d.recover(false) // logged inside
+		}
 		d.act()
 		d.opts.Notify(d.status(r))
 		if d.opts.Now().Sub(d.saved) >= saveEvery(d.cfg) {

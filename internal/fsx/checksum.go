@@ -25,14 +25,16 @@ func (c *ChecksumWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Verify reports whether name in d is the file r (identity) with exactly size
-// bytes whose checksum is sum. Any error reading it is a "no".
+// Verify reports whether the file r (identity), last seen as name in d and
+// found wherever it now is, has exactly size bytes whose checksum is sum. Any
+// error reading it is a "no".
 func (d *Dir) Verify(name string, r FileRef, size int64, sum uint32) bool {
-	st, err := d.Stat(name)
-	if err != nil || !r.SameFile(st) || st.Size != size {
+	r.Name = name
+	at, st, err := d.Locate(r) // a writer may have renamed it
+	if err != nil || st.Size != size {
 		return false
 	}
-	f, err := d.OpenRead(name, st)
+	f, err := d.OpenRead(at, st)
 	if err != nil {
 		return false
 	}

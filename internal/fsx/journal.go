@@ -540,11 +540,15 @@ func (j *Journal) Compact(limit int64) error {
 		}
 	}
 	if err := j.d.ReplaceFile(j.name, buf.Bytes(), 0o600); err != nil {
-		return err
+		// The rename may have happened: the open file may be the old,
+		// unlinked journal. Appending there would be appending nowhere.
+		j.failed = fmt.Errorf("%w: compact: %v", ErrJournalFailed, err)
+		return j.failed
 	}
 	fd, err := unix.Openat(j.d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "reopen journal", Path: j.f.Name(), Err: err}
+		j.failed = fmt.Errorf("%w: reopen after compact: %v", ErrJournalFailed, err)
+		return j.failed
 	}
 	j.f.Close()
 	j.f = os.NewFile(uintptr(fd), j.f.Name())

@@ -106,6 +106,9 @@ func (d *Dir) Unlink(name string, want Stat) error {
 	if want.Ino == 0 {
 		return d.unlink(name)
 	}
+	if st.Dev != want.Dev || st.Ino != want.Ino || st.Btime != want.Btime {
+		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged} // not even touched
+	}
 	temp := RandomTempName()
 	if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -115,7 +118,10 @@ func (d *Dir) Unlink(name string, want Stat) error {
 	}
 	got, err := d.Stat(temp)
 	if err != nil || got.Kind != Regular || got.Dev != want.Dev || got.Ino != want.Ino || got.Btime != want.Btime {
-		return errors.Join(&os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}, d.putBack(temp, name))
+		if perr := d.putBack(temp, name); perr != nil {
+			return perr // not ErrChanged: the file had to be kept under another name
+		}
+		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}
 	}
 	return d.unlink(temp)
 }

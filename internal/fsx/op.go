@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,8 +52,12 @@ type Publisher interface {
 	Verify(name string, created FileRef, size int64, crc uint32) bool
 	// Open opens the published output for reading (a kind's VerifyFunc).
 	Open(name string, created FileRef) (io.ReadCloser, error)
-	// Discard removes temp and, when it is the created file, name; durably.
+	// Discard removes the op's staged or published output — temp, or the
+	// created file wherever it now is — durably.
 	Discard(temp, name string, created *FileRef) error
+	// Published reports whether the op's output may be visible (anything but
+	// the staged temp): then only a verified commit may decide about it.
+	Published(temp, name string, created *FileRef) bool
 }
 
 // Stage implements Publisher.
@@ -70,26 +75,58 @@ func (d *Dir) Publish(temp, name string) error {
 
 // Open implements Publisher.
 func (d *Dir) Open(name string, created FileRef) (io.ReadCloser, error) {
-	return d.OpenRead(name, created.Stat())
+	created.Name = name
+	at, st, err := d.Locate(created)
+	if err != nil {
+		return nil, err
+	}
+	return d.OpenRead(at, st)
 }
 
-// Discard implements Publisher. Without a created identity, whatever regular
-// file is at temp is removed: temp names are random and journaled before
-// creation, so nobody else's file can be there.
+// Discard implements Publisher. The created file is found by identity wherever
+// it is (published, renamed since by a writer, or under the name a crashed
+// removal left); without a created identity, whatever regular file is at temp
+// is removed: temp names are random and journaled before creation, so nobody
+// else's file can be there.
 func (d *Dir) Discard(temp, name string, created *FileRef) error {
-	var want Stat
-	if created != nil {
-		want = created.Stat()
-	}
-	if err := d.Unlink(temp, want); err != nil && !errors.Is(err, ErrChanged) {
-		return err
-	}
-	if created != nil && name != "" {
-		if err := d.Unlink(name, want); err != nil && !errors.Is(err, ErrChanged) {
+	if created == nil {
+		if err := d.Unlink(temp, Stat{}); err != nil {
 			return err
 		}
+		return d.Sync()
+	}
+	ref := *created
+	ref.Name = temp
+	for try := 0; ; try++ {
+		at, _, err := d.Locate(ref)
+		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		err = d.Unlink(at, created.Stat())
+		if errors.Is(err, ErrChanged) && try < captureRetries {
+			continue // renamed between finding and removing
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
 	return d.Sync()
+}
+
+// Published implements Publisher.
+func (d *Dir) Published(temp, name string, created *FileRef) bool {
+	if created == nil {
+		_, err := d.Stat(name)
+		return err == nil // unknown identity: anything at the name may be it
+	}
+	ref := *created
+	ref.Name = name
+	at, _, err := d.Locate(ref)
+	return err == nil && at != temp
 }
 
 // VerifyFunc checks a kind's finished output, read from out, against its
@@ -105,7 +142,47 @@ type Runner struct {
 	// Verify holds the per-kind output checks; a kind without one is verified by
 	// size and checksum only.
 	Verify map[OpKind]VerifyFunc
+
+	mu      sync.Mutex
+	running map[uint64]bool // ops begun by Run or Move and not returned yet: Recover leaves them alone
 }
+
+// begin journals op's Begin and marks it running, atomically with respect to
+// Recover's look at what is pending.
+func (r *Runner) begin(op Op) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, err := r.Journal.Begin(op)
+	if err == nil {
+		if r.running == nil {
+			r.running = map[uint64]bool{}
+		}
+		r.running[id] = true
+	}
+	return id, err
+}
+
+func (r *Runner) end(id uint64) {
+	r.mu.Lock()
+	delete(r.running, id)
+	r.mu.Unlock()
+}
+
+// idle returns the pending ops that no Run or Move of this process is working on.
+func (r *Runner) idle() []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Op
+	for _, op := range r.Journal.Pending() {
+		if !r.running[op.ID] {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+// Idle reports how many pending ops no running job owns (recovery's work).
+func (r *Runner) Idle() int { return len(r.idle()) }
 
 func (r *Runner) step(kind OpKind, s string) { r.Step(string(kind) + ":" + s) }
 
@@ -221,9 +298,10 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	if s.Dst != Publisher(s.Src) {
 		op.Dest = s.Dst.Path()
 	}
-	if op.ID, err = r.Journal.Begin(op); err != nil {
+	if op.ID, err = r.begin(op); err != nil {
 		return res, err
 	}
+	defer r.end(op.ID)
 	r.step(s.Kind, "begun")
 
 	published := false
@@ -288,7 +366,9 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 		return abort(err)
 	}
 	if err := s.Dst.Publish(op.Temp, op.Output); err != nil {
-		published = true // it may have been renamed before the fsync failed
+		// Renamed, unless the name was taken (then nothing happened); a failed
+		// fsync after the rename leaves it published.
+		published = !errors.Is(err, ErrExists)
 		return abort(err)
 	}
 	published = true
@@ -303,14 +383,14 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	for _, in := range ins {
 		read += in.Ref.Size
 	}
-	releaseAll(ins)
-	ins = nil
 	res = Result{Output: RefOf(op.Output, st), Commit: c, Read: read, Kept: s.Keep}
 	res.Output.Size, res.Output.MtimeNs = c.OutSize, last
 	if s.Keep {
 		return res, nil
 	}
-	return res, r.finish(s.Src, op, false)
+	// The leases are still held: a writer that opens an input from here on is
+	// seen (Broken), and the input it writes to is not removed.
+	return res, r.finish(s.Src, op, false, ins)
 }
 
 // leaseAll finds every input by identity and takes a read lease on it, so that
@@ -385,8 +465,8 @@ func recheck(d *Dir, ins []*Input) error {
 // journal lost its last record, which may have been this op's Removing), a
 // missing input is taken as removed: the output was verified against the
 // commit, so its bytes are there. Idempotent: recovery and FinishDue call it too.
-func (r *Runner) finish(d *Dir, op Op, torn bool) error {
-	err := r.removeInputs(d, op, torn)
+func (r *Runner) finish(d *Dir, op Op, torn bool, held []*Input) error {
+	err := r.removeInputs(d, op, torn, held)
 	if err != nil && op.Blocked == "" && !errors.Is(err, ErrJournalFailed) {
 		// Said once: the op stays pending, its inputs inactive (kept out of
 		// every run), and a later attempt that fails again is not reported.
@@ -397,7 +477,7 @@ func (r *Runner) finish(d *Dir, op Op, torn bool) error {
 	return err
 }
 
-func (r *Runner) removeInputs(d *Dir, op Op, torn bool) error {
+func (r *Runner) removeInputs(d *Dir, op Op, torn bool, held []*Input) error {
 	if !op.Removing && !torn {
 		var missing []string
 		for _, in := range op.Inputs {
@@ -420,7 +500,11 @@ func (r *Runner) removeInputs(d *Dir, op Op, torn bool) error {
 		r.step(op.Kind, "removing")
 	}
 	for i, in := range op.Inputs {
-		if _, err := d.RemoveFile(in, in.Matches); err != nil && !errors.Is(err, ErrNotFound) {
+		var lease *Lease
+		if held != nil {
+			lease = held[i].lease
+		}
+		if err := r.removeOne(d, in, lease); err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("%s op %d: remove input %q: %w", op.Kind, op.ID, in.Name, err)
 		}
 		r.step(op.Kind, fmt.Sprintf("removed:%d", i))
@@ -434,6 +518,45 @@ func (r *Runner) removeInputs(d *Dir, op Op, torn bool) error {
 	}
 	r.step(op.Kind, "done")
 	return nil
+}
+
+// removeOne removes a committed input wherever it is, unless a process has it
+// open for writing: with the job's own lease (held) or one taken now, the input
+// is captured, and only removed if the lease was not broken — a writer that
+// opened it before the capture sees it put back, and the op stays pending; one
+// that opens the name after the capture does not find this file.
+func (r *Runner) removeOne(d *Dir, in FileRef, held *Lease) error {
+	lease := held
+	if lease == nil {
+		for try := 0; ; try++ {
+			name, _, err := d.Locate(in)
+			if err != nil {
+				return err
+			}
+			l, err := r.Leases.Take(d, name, in.Stat())
+			if (errors.Is(err, ErrChanged) || errors.Is(err, unix.ENOENT)) && try < captureRetries {
+				continue // renamed meanwhile
+			}
+			if errors.Is(err, ErrLeaseUnsupported) {
+				break // no leases here: the scan's /proc check is all there is
+			}
+			if errors.Is(err, ErrWriting) {
+				return fmt.Errorf("%w: open for writing after the commit", ErrInputChanged)
+			}
+			if err != nil {
+				return err
+			}
+			lease = l
+			defer l.Release()
+			break
+		}
+	}
+	accept := func(st Stat) bool { return in.Matches(st) && (lease == nil || !lease.Broken()) }
+	_, err := d.RemoveFile(in, accept)
+	if errors.Is(err, ErrChanged) {
+		return fmt.Errorf("%w: changed, or opened for writing, after the commit: %v", ErrInputChanged, err)
+	}
+	return err
 }
 
 // MoveSpec moves one input into another directory by rename (same filesystem,
@@ -464,14 +587,15 @@ func (r *Runner) Move(ctx context.Context, s MoveSpec) error {
 		return err
 	}
 	op := Op{Kind: kind, Stream: s.Stream, Dir: s.SrcPath, Dest: s.DstPath, Output: s.Output, Temp: RandomTempName(), Inputs: []FileRef{s.Input}}
-	if op.ID, err = r.Journal.Begin(op); err != nil {
+	if op.ID, err = r.begin(op); err != nil {
 		return err
 	}
+	defer r.end(op.ID)
 	r.step(kind, "begun")
 	if err := ctx.Err(); err != nil {
 		return errors.Join(err, r.Journal.Done(op.ID))
 	}
-	name, err := s.Src.capture(s.Input, op.Temp, s.Input.Matches)
+	name, err := s.Src.capture(s.Input, op.Temp, func(st Stat) bool { return s.Input.Matches(st) && !ins[0].Broken() })
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrChanged) {
 			err = fmt.Errorf("%w: %w", ErrInputChanged, err)
@@ -483,12 +607,11 @@ func (r *Runner) Move(ctx context.Context, s MoveSpec) error {
 	}
 	r.step(kind, "captured")
 	if err := s.Src.MoveTo(op.Temp, s.Dst, op.Output); err != nil {
-		perr := s.Src.putBack(op.Temp, name)
+		if perr := s.Src.putBack(op.Temp, name); perr != nil {
+			return errors.Join(err, perr) // pending: recovery puts it back
+		}
 		if errors.Is(err, unix.EXDEV) {
 			err = fmt.Errorf("%w: %w", ErrCrossDevice, err)
-		}
-		if perr != nil {
-			return errors.Join(err, perr) // pending: recovery puts it back
 		}
 		return errors.Join(err, s.Src.Sync(), r.Journal.Done(op.ID))
 	}
@@ -526,8 +649,9 @@ type RecoverStats struct {
 	Blocked []Op
 }
 
-// Recover brings every unfinished op to one of the two end states of the
-// on-disk promise, for every kind, and is itself idempotent (a crash inside it
+// Recover brings every unfinished op that no running job owns (all of them at
+// start) to one of the two end states of the on-disk promise, for every kind,
+// and is itself idempotent (a crash inside it
 // is repaired by running it again):
 //
 //   - not committed: discard the temp and, if it was published, the output
@@ -541,7 +665,7 @@ type RecoverStats struct {
 func (r *Runner) Recover(res Resolver) (RecoverStats, error) {
 	var st RecoverStats
 	var errs []error
-	for _, op := range r.Journal.Pending() {
+	for _, op := range r.idle() {
 		out, err := r.recoverOne(res, op)
 		if err != nil {
 			out = stuck
@@ -593,7 +717,7 @@ func (r *Runner) recoverOne(res Resolver, op Op) (outcome, error) {
 		return r.recoverMove(src, d, op)
 	}
 	switch {
-	case op.Commit == nil && !inputsIntact(src, op):
+	case op.Commit == nil && !inputsIntact(src, op) && dst.Published(op.Temp, op.Output, op.Created):
 		// Never delete what may be the only copy: without a readable commit the
 		// output cannot be verified, and some input is gone or changed.
 		return stuck, fmt.Errorf("%s op %d in %s: not committed, and some inputs are gone or changed: its output %q may hold their only copy; left for the operator", op.Kind, op.ID, op.Dir, op.Output)
@@ -602,7 +726,7 @@ func (r *Runner) recoverOne(res Resolver, op Op) (outcome, error) {
 	case res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op):
 		return inactive, nil
 	case r.verifyCommitted(dst, op):
-		return finished, r.finish(src, op, r.Journal.Torn())
+		return finished, r.finish(src, op, r.Journal.Torn(), nil)
 	case inputsIntact(src, op):
 		return rolledBack, r.rollback(dst, op)
 	}
@@ -687,8 +811,8 @@ func (r *Runner) recoverMove(src, dst *Dir, op Op) (outcome, error) {
 func (r *Runner) FinishDue(res Resolver, kept func(op Op) bool) (int, error) {
 	n := 0
 	var errs []error
-	for _, op := range r.Journal.Pending() {
-		if op.Commit == nil || !kept(op) || (res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op)) {
+	for _, op := range r.idle() {
+		if op.Commit == nil || op.Blocked != "" || !kept(op) || (res.KeepUntil != nil && r.Clock().UnixNano() < res.KeepUntil(op)) {
 			continue
 		}
 		src, err := res.Src(op.Dir)
@@ -707,7 +831,7 @@ func (r *Runner) FinishDue(res Resolver, kept func(op Op) bool) (int, error) {
 			errs = append(errs, fmt.Errorf("%s op %d: output %q does not verify: inputs kept", op.Kind, op.ID, op.Output))
 			continue
 		}
-		if err := r.finish(src, op, false); err != nil {
+		if err := r.finish(src, op, false, nil); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -1,0 +1,311 @@
+package fsx
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// ---- helpers ----------------------------------------------------------------
+
+type rv struct {
+	t     *testing.T
+	dir   *Dir
+	path  string
+	state *Dir
+	ls    *Leases
+	r     *Runner
+}
+
+func newRV(t *testing.T) *rv {
+	d, p := openTestDir(t)
+	s, _ := openTestDir(t)
+	j, err := OpenJournal(s, "journal")
+	must(t, err)
+	ls := NewLeases()
+	t.Cleanup(func() { j.Close(); ls.Close() })
+	return &rv{t: t, dir: d, path: p, state: s, ls: ls, r: &Runner{Journal: j, Leases: ls}}
+}
+
+// plain concatenation through Output.Write
+func concat(_ context.Context, out *Output, ins []*Input) (Commit, error) {
+	var c Commit
+	for _, in := range ins {
+		b, err := io.ReadAll(io.NewSectionReader(in.File, 0, in.Ref.Size))
+		if err != nil {
+			return c, err
+		}
+		if _, err := out.Write(b); err != nil {
+			return c, err
+		}
+		c.InputCRCs = append(c.InputCRCs, UpdateChecksum(0, b))
+	}
+	c.OutSize = out.Size()
+	c.OutCRC, _ = out.Sum()
+	return c, nil
+}
+
+func (v *rv) spec(out string, keep bool, names ...string) Spec {
+	var refs []FileRef
+	for _, n := range names {
+		st, err := v.dir.Stat(n)
+		must(v.t, err)
+		refs = append(refs, RefOf(n, st))
+	}
+	return Spec{Kind: KindMerge, Stream: "s", Src: v.dir, SrcPath: v.path, Dst: v.dir, Inputs: refs, Output: out, Produce: concat, Keep: keep}
+}
+
+func (v *rv) resolver() Resolver {
+	return Resolver{Src: func(string) (*Dir, error) { return v.dir, nil }}
+}
+
+// crash runs fn in a goroutine that dies (runtime.Goexit: deferred closes run,
+// like a process exit closing its fds; no clean-up code runs) at step at.
+func (v *rv) crashAt(at string, fn func()) {
+	v.r.Fault = func(p string) {
+		if p == at {
+			runtime.Goexit()
+		}
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	<-done
+	v.r.Fault = nil
+}
+
+// a writer process that opens path for appending, says "opened", waits for a
+// line on stdin, then appends LATE and exits.
+type writer struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+}
+
+func startWriter(t *testing.T, path string) *writer {
+	cmd := exec.Command("sh", "-c", `exec 3>>"$1" && echo opened && read x && printf 'LATE\n' >&3`, "sh", path)
+	in, err := cmd.StdinPipe()
+	must(t, err)
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "opened" {
+		t.Fatalf("writer: %q %v", line, err)
+	}
+	return &writer{cmd, in}
+}
+
+func (w *writer) writeAndExit(t *testing.T) {
+	_, _ = io.WriteString(w.in, "go\n")
+	w.in.Close()
+	must(t, w.cmd.Wait())
+}
+
+func dump(t *testing.T, dir string) string {
+	ents, err := os.ReadDir(dir)
+	must(t, err)
+	var b strings.Builder
+	for _, e := range ents {
+		c, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		b.WriteString(e.Name() + "=" + strings.ReplaceAll(string(c), "\n", "|") + "  ")
+	}
+	return b.String()
+}
+
+// ---- regressions: each was a way to lose, duplicate or leak something ------
+
+// Regression (was: F1): Runner.Move never looks at the lease after taking it: a writer that opens
+// the segment for writing after the lease was taken (the kernel breaks the
+// lease, the SIGIO loop gives it back) does not stop the move; the file is
+// moved into cold while open for writing, and the writer's later bytes land
+// in the cold archive.
+func TestMoveStopsWhenAWriterOpensTheSegment(t *testing.T) {
+	v := newRV(t)
+	cold, cp := openTestDir(t)
+	in := writeFile(t, v.path, "app.log.1", "closed\n")
+	var w *writer
+	v.r.Fault = func(p string) {
+		if p == "move:begun" {
+			w = startWriter(t, filepath.Join(v.path, "app.log.1"))
+		}
+	}
+	err := v.r.Move(context.Background(), MoveSpec{Stream: "s", Src: v.dir, SrcPath: v.path, Dst: cold, DstPath: cp, Input: in, Output: "app.log.1"})
+	t.Logf("Move err = %v", err)
+	w.writeAndExit(t)
+	t.Logf("hot:  %s", dump(t, v.path))
+	t.Logf("cold: %s", dump(t, cp))
+	if err == nil {
+		t.Errorf("moved a file another process opened for writing during the job")
+	}
+}
+
+// Regression (was: F2): after the commit nothing checks the lease or whether the input is open
+// for writing: a writer that opened an input after the recheck keeps its fd,
+// the input is unlinked, and what it writes next is lost.
+func TestCommittedInputOpenForWritingIsNotRemoved(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	var w *writer
+	v.r.Fault = func(p string) {
+		if p == "merge:published" {
+			w = startWriter(t, filepath.Join(v.path, "app-2.log"))
+		}
+	}
+	_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log"))
+	t.Logf("Run err = %v", err)
+	w.writeAndExit(t)
+	got := dump(t, v.path)
+	t.Logf("dir: %s", got)
+	if !strings.Contains(got, "LATE") {
+		t.Errorf("the writer's bytes are gone: the input was unlinked while open for writing")
+	}
+}
+
+// Regression (was: F2b): same with keep_inactive: FinishDue removes an inactive input that a
+// process holds open for writing.
+func TestKeptInputOpenForWritingIsNotRemoved(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", true, "app-1.log", "app-2.log"))
+	must(t, err)
+	w := startWriter(t, filepath.Join(v.path, "app-2.log"))
+	n, err := v.r.FinishDue(v.resolver(), func(Op) bool { return true })
+	t.Logf("FinishDue = %d, %v", n, err)
+	w.writeAndExit(t)
+	got := dump(t, v.path)
+	t.Logf("dir: %s", got)
+	if !strings.Contains(got, "LATE") {
+		t.Errorf("inactive input removed while open for writing; the writer's bytes are lost")
+	}
+}
+
+// Regression (was: F3): the output is verified and discarded by name only. A writer that renames
+// the consolidated output (it matches the stream's pattern) makes recovery roll
+// back a committed merge and forget it: output and inputs both stay.
+func TestRenamedCommittedOutputIsFoundByIdentity(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", true, "app-1.log", "app-2.log"))
+	must(t, err)
+	must(t, os.Rename(filepath.Join(v.path, "app-1~c1.log"), filepath.Join(v.path, "app-1~c1.log.1")))
+	st, err := v.r.Recover(v.resolver())
+	t.Logf("Recover = %+v, %v; pending %d", st, err, len(v.r.Journal.Pending()))
+	got := dump(t, v.path)
+	t.Logf("dir: %s", got)
+	if strings.Count(got, "a|") > 1 {
+		t.Errorf("bytes duplicated and the op is gone from the journal")
+	}
+}
+
+// Regression (was: F3b): the same after a crash between publish and commit.
+func TestRenamedUncommittedOutputIsRolledBackByIdentity(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	v.crashAt("merge:published", func() { _, _ = v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log")) })
+	must(t, os.Rename(filepath.Join(v.path, "app-1~c1.log"), filepath.Join(v.path, "app-1~c1.logr")))
+	st, err := v.r.Recover(v.resolver())
+	t.Logf("Recover = %+v, %v; pending %d", st, err, len(v.r.Journal.Pending()))
+	got := dump(t, v.path)
+	t.Logf("dir: %s", got)
+	if strings.Count(got, "a|") > 1 {
+		t.Errorf("bytes duplicated after recovery")
+	}
+}
+
+// Regression (was: F4): a symlink (or dir/FIFO) put at the output name between plan and publish:
+// Publish fails EEXIST, Discard refuses the non-regular name, the op stays
+// pending, and every recovery fails the same way (stuck for good; its inputs
+// stay "busy").
+func TestSymlinkAtTheOutputNameLeavesNothingPending(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	v.r.Fault = func(p string) {
+		if p == "merge:rechecked" {
+			must(t, os.Symlink("/nonexistent", filepath.Join(v.path, "app-1~c1.log")))
+		}
+	}
+	_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log"))
+	v.r.Fault = nil
+	t.Logf("Run err = %v", err)
+	for i := 0; i < 2; i++ {
+		st, err := v.r.Recover(v.resolver())
+		t.Logf("Recover #%d = %+v, %v", i+1, st, err)
+	}
+	t.Logf("pending: %d; dir: %s", len(v.r.Journal.Pending()), listing(t, v.path))
+	if len(v.r.Journal.Pending()) != 0 {
+		t.Errorf("op pending for good")
+	}
+}
+
+// Regression (was: F5): Publish EEXIST on a regular file: the clean-up renames the other file away
+// and back (Dir.Unlink captures before it compares identity) — it touches a file
+// that is not the op's.
+func TestAFileAtTheOutputNameIsNeverTouched(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	var before Stat
+	v.r.Fault = func(p string) {
+		if p == "merge:rechecked" {
+			must(t, os.WriteFile(filepath.Join(v.path, "app-1~c1.log"), []byte("someone else's\n"), 0o644))
+			before, _ = v.dir.Stat("app-1~c1.log")
+		}
+	}
+	_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log"))
+	t.Logf("Run err = %v", err)
+	after, _ := v.dir.Stat("app-1~c1.log")
+	t.Logf("foreign file ctime before %d after %d", before.CtimeNs, after.CtimeNs)
+	if after.CtimeNs != before.CtimeNs {
+		t.Errorf("a file that is not the op's was renamed (twice) by the clean-up")
+	}
+}
+
+// Regression (was: F6): Dir.Unlink with an identity renames to a fresh, unjournaled temp name
+// before unlinking. A crash between the two leaves the op's temp output (or a
+// foreign file, see F5) under a name recovery never looks at. Simulated: crash
+// before the clean-up, then do the first half of Dir.Unlink by hand.
+func TestTempHiddenByACrashedRemovalIsFound(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	v.crashAt("merge:synced", func() { _, _ = v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log")) })
+	op := v.r.Journal.Pending()[0]
+	// recovery's Discard -> Dir.Unlink(op.Temp, created): rename to a random temp ... crash here
+	must(t, os.Rename(filepath.Join(v.path, op.Temp), filepath.Join(v.path, RandomTempName())))
+	st, err := v.r.Recover(v.resolver())
+	t.Logf("Recover = %+v, %v; pending %d; dir: %s", st, err, len(v.r.Journal.Pending()), listing(t, v.path))
+	names, _ := v.dir.Names()
+	for _, n := range names {
+		if IsTemp(n) {
+			t.Errorf("temp %s left for good (nothing journals it)", n)
+		}
+	}
+}
+
+// Regression (was: F7): a crash before the commit, then the writer deletes an input (logrotate's
+// `rotate N` deletes the oldest): recovery never rolls back, the temp stays.
+func TestUnpublishedOpRollsBackAfterAnInputIsDeleted(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	v.crashAt("merge:synced", func() { _, _ = v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log")) })
+	must(t, os.Remove(filepath.Join(v.path, "app-1.log")))
+	for i := 0; i < 2; i++ {
+		st, err := v.r.Recover(v.resolver())
+		t.Logf("Recover #%d = %+v, %v", i+1, st, err)
+	}
+	t.Logf("pending %d; dir: %s", len(v.r.Journal.Pending()), listing(t, v.path))
+	if len(v.r.Journal.Pending()) != 0 || strings.Contains(listing(t, v.path), TempPrefix) {
+		t.Errorf("an op whose output was never published stays stuck (temp kept) because a writer deleted an input")
+	}
+}
