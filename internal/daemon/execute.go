@@ -154,7 +154,7 @@ func (x *executor) submit(pm plannedMerge) {
 		x.d.log.Error("cannot start merge", zap.String("stream", pm.stream.Name), zap.Error(err))
 		return
 	}
-	if !x.start(pm.stream.Name, pm.inputs, func() { defer jobDir.Close(); x.run(jobDir, pm) }) {
+	if !x.start(pm.stream.Name, pm.inputs, func() { defer jobDir.Close(); x.slot(func() bool { x.run(jobDir, pm); return true }) }) {
 		jobDir.Close()
 	}
 }
@@ -185,7 +185,9 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 		defer hot.Close()
 		defer cold.Close()
 		for _, pa := range chain {
-			if !x.runArchive(hot, cold, tier, pa) {
+			// A worker per move, not per chain: a stream with a long chain (or
+			// one huge segment) shares the workers with the other streams.
+			if !x.slot(func() bool { return x.runArchive(hot, cold, tier, pa) }) {
 				return
 			}
 		}
@@ -195,7 +197,8 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 	}
 }
 
-// start marks the inputs busy and runs fn on a worker, or returns false if any is busy.
+// start marks the inputs busy and runs fn in a goroutine (fn takes a worker
+// slot for each job it runs), or returns false if any input is busy.
 func (x *executor) start(stream string, refs []fsx.FileRef, fn func()) bool {
 	x.mu.Lock()
 	if x.mu.busy[stream] == nil {
@@ -215,15 +218,23 @@ func (x *executor) start(stream string, refs []fsx.FileRef, fn func()) bool {
 	go func() {
 		defer x.wg.Done()
 		defer x.release(stream, refs)
-		select {
-		case x.sem <- struct{}{}:
-		case <-x.ctx.Done():
-			return
-		}
-		defer func() { <-x.sem }()
 		fn()
 	}()
 	return true
+}
+
+// slot runs fn on one of the compaction.workers slots, waiting for one (or
+// returns false when the executor closes first). Waiters get a slot in the
+// order they asked: a goroutine that gives its slot back and asks again goes
+// behind the others.
+func (x *executor) slot(fn func() bool) bool {
+	select {
+	case x.sem <- struct{}{}:
+	case <-x.ctx.Done():
+		return false
+	}
+	defer func() { <-x.sem }()
+	return fn()
 }
 
 func (x *executor) release(stream string, refs []fsx.FileRef) {
