@@ -327,3 +327,62 @@ func TestManagedDirReachedThroughAnotherUsersDir(t *testing.T) {
 		t.Fatalf("archived from outside: %v", ents)
 	}
 }
+
+// TestSparseTerabyteIsArchivedWithItsHoles: a 1 TiB segment that is nearly all
+// hole (4 KiB of lines at each end), past max_age, archival with zstd to a
+// cold dir on another filesystem: once archives it as it is — same name, its
+// holes kept (a few KiB on disk, not 1 TiB, and not terabytes of zeros read
+// and compressed) — byte for byte, and exits.
+func TestSparseTerabyteIsArchivedWithItsHoles(t *testing.T) {
+	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
+	e := newEnv(t)
+	cold := filepath.Join(e.dir, "cold")
+	must(t, os.Mkdir(cold, 0o755))
+	must(t, syscall.Mount("tmpfs", cold, "tmpfs", 0, "size=64m"))
+	t.Cleanup(func() { _ = syscall.Unmount(cold, syscall.MNT_DETACH) })
+	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {threshold: 1000000}
+archive: {cold_dir: %s, max_age: 1m, compress: zstd}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, cold, e.logs)), 0o644))
+	const tib = int64(1) << 40
+	p := filepath.Join(e.logs, "app-000001.log")
+	f, err := os.Create(p)
+	must(t, err)
+	head, tailLines := strings.Repeat("first lines\n", 341), strings.Repeat("last lines\n", 372)
+	_, err = f.WriteAt([]byte(head), 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte(tailLines), tib-int64(len(tailLines)))
+	must(t, err)
+	must(t, f.Close())
+	old := time.Now().Add(-time.Hour)
+	must(t, os.Chtimes(p, old, old))
+	e.segment("app-000002.log", 100, time.Second)
+
+	if _, stderr, code := e.cli("once"); code != 0 {
+		t.Fatalf("once: %d\n%s", code, stderr)
+	}
+	arch := filepath.Join(cold, "app", "app-000001.log")
+	var st syscall.Stat_t
+	must(t, syscall.Stat(arch, &st))
+	if st.Size != tib || st.Blocks*512 > 1<<20 {
+		t.Fatalf("archive: %d bytes, %d on disk; want 1 TiB with its holes", st.Size, st.Blocks*512)
+	}
+	a, err := os.Open(arch)
+	must(t, err)
+	defer a.Close()
+	got := make([]byte, len(head))
+	_, err = a.ReadAt(got, 0)
+	must(t, err)
+	gotTail := make([]byte, len(tailLines))
+	_, err = a.ReadAt(gotTail, tib-int64(len(tailLines)))
+	must(t, err)
+	if string(got) != head || string(gotTail) != tailLines {
+		t.Fatal("the archive's data differs")
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatal("the segment is still hot")
+	}
+}

@@ -450,10 +450,17 @@ func TestExitCodes(t *testing.T) {
 	if _, stderr, code := e.cli("check"); code != 2 || !strings.Contains(stderr, e.config+":2: compaction.target_sise") {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	// A runtime failure: the state dir path is a file. Exit 1.
+	// A state dir path that is a file: the config is refused (exit 2), naming it.
 	e2 := newEnv(t)
 	must(t, os.WriteFile(filepath.Join(e2.dir, "state"), nil, 0o600))
-	if _, stderr, code := e2.cli("once"); code != 1 || !strings.Contains(stderr, "state") {
+	if _, stderr, code := e2.cli("once"); code != 2 || !strings.Contains(stderr, "state_dir") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// A runtime failure: a state dir others can write is refused when opened. Exit 1.
+	e3 := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e3.dir, "state"), 0o700))
+	must(t, os.Chmod(filepath.Join(e3.dir, "state"), 0o777))
+	if _, stderr, code := e3.cli("once"); code != 1 || !strings.Contains(stderr, "state dir") {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }

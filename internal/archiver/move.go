@@ -33,6 +33,10 @@ type MoveJob struct {
 	Output   string      // the cold name, as planned (see ColdName); never replaces
 	Compress string      // none|gzip|zstd
 	Urgent   bool        // not paced: a breach is near
+	// Sparse: the segment is mostly holes (fsx.Sparse); it is archived as it
+	// is, holes kept, whatever Compress says — compressing would read every
+	// byte of its holes.
+	Sparse bool
 }
 
 // MoveResult describes a finished move.
@@ -51,7 +55,7 @@ type MoveResult struct {
 // reading the archive back (VerifyArchive) before the segment is removed by
 // identity.
 func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
-	asIs := j.Compress == "none" || codec.Sniff(head(j)) != codec.Text
+	asIs := j.Compress == "none" || j.Sparse || codec.Sniff(head(j)) != codec.Text
 	if asIs && j.Hot.Dev() == j.Cold.Dev() {
 		err := e.Ops.Move(ctx, fsx.MoveSpec{Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold, DstPath: j.ColdPath,
 			Input: j.Segment, Output: j.Output})
@@ -60,6 +64,9 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 		}
 	}
 	produce := func(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (fsx.Commit, error) {
+		if j.Sparse {
+			return e.copySparse(ctx, j, out, ins[0])
+		}
 		return e.copy(ctx, j, out, ins[0])
 	}
 	r, err := e.Ops.Run(ctx, fsx.Spec{Kind: fsx.KindArchive, Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold,
@@ -137,6 +144,43 @@ func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Inpu
 	c.OutSize = out.Size()
 	c.OutCRC, _ = out.Sum()
 	c.InputCRCs = []uint32{srcCRC}
+	return c, nil
+}
+
+// copySparse copies a mostly-hole segment as it is, in the kernel, keeping its
+// holes (they are skipped, not read), then checksums the source and the copy
+// reading only their data.
+func (e *Env) copySparse(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Input) (fsx.Commit, error) {
+	var c fsx.Commit
+	const chunk = 1 << 20
+	for off := int64(0); off < in.Ref.Size; {
+		if in.Broken() {
+			return c, fmt.Errorf("segment %q: %w", in.Name, fsx.ErrLeaseBroken)
+		}
+		want := int(min(chunk, in.Ref.Size-off))
+		if e.Pacer != nil && !j.Urgent {
+			if err := e.Pacer.Wait(ctx, want); err != nil {
+				return c, err
+			}
+		} else if err := ctx.Err(); err != nil {
+			return c, err
+		}
+		k, err := out.CopyFrom(in, &off, want)
+		if err != nil {
+			return c, fmt.Errorf("copy %q: %w", in.Name, err)
+		}
+		if k == 0 {
+			return c, fmt.Errorf("segment %q ended at %d of %d bytes: %w", in.Name, off, in.Ref.Size, fsx.ErrInputChanged)
+		}
+	}
+	src, err := fsx.ChecksumFile(in.File, in.Ref.Size)
+	if err != nil {
+		return c, err
+	}
+	if c.OutCRC, err = out.Checksum(); err != nil {
+		return c, err
+	}
+	c.OutSize, c.InputCRCs = out.Size(), []uint32{src}
 	return c, nil
 }
 

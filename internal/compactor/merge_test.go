@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -426,5 +427,36 @@ func TestCommittedInputThatVanishedStaysInTheJournal(t *testing.T) {
 	}
 	if got := strings.Join(r.segments(), " "); got != "app-1.log app-1~c1.log" {
 		t.Fatalf("segments %q", got)
+	}
+}
+
+// TestMergeKeepsHoles: two 64 MiB inputs that are holes but for a line at each
+// end merge into an output with the same holes (not 128 MiB written out), byte
+// for byte.
+func TestMergeKeepsHoles(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	const size = 64 << 20
+	var want []byte
+	for _, n := range []string{"app-1.log", "app-2.log"} {
+		f, err := os.Create(filepath.Join(r.logs, n))
+		must(t, err)
+		f.WriteAt([]byte(n+" first\n"), 0)
+		f.WriteAt([]byte(n+" last\n"), size-int64(len(n+" last\n")))
+		f.Close()
+		b, err := os.ReadFile(filepath.Join(r.logs, n))
+		must(t, err)
+		want = append(want, b...)
+	}
+	j := r.job("app-1.log", "app-2.log")
+	if _, err := r.env.Merge(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	must(t, syscall.Stat(filepath.Join(r.logs, "app-1~c1.log"), &st))
+	if st.Size != 2*size || st.Blocks*512 > 4<<20 {
+		t.Fatalf("output %d bytes, %d on disk: the holes were written out", st.Size, st.Blocks*512)
+	}
+	if !bytes.Equal([]byte(r.read("app-1~c1.log")), want) {
+		t.Fatal("output differs from the concatenation")
 	}
 }

@@ -186,8 +186,12 @@ func (n *coldNamer) name(s *model.Stream, seg model.Segment) string {
 		n.taken[s.Config.Name] = taken
 	}
 	enc := n.encoding(s.Config, seg)
+	compress := s.Config.Archive.Compress
+	if seg.Sparse {
+		compress = "none" // archived as it is, holes kept
+	}
 	for i := 0; ; i++ {
-		cand := archiver.ColdName(seg.Name, enc, s.Config.Archive.Compress, i)
+		cand := archiver.ColdName(seg.Name, enc, compress, i)
 		if !taken[cand] {
 			taken[cand] = true
 			return cand

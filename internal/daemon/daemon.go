@@ -330,7 +330,7 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		for i, e := range r.Entries {
 			writing[i] = e.Writing
 			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime(),
-				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}})
+				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}, Sparse: fsx.Sparse(e.Stat.Size, e.Stat.Blocks)})
 			s.HotBytes += e.Stat.Size
 		}
 		d.segBuf[sc.Name] = s.Segments

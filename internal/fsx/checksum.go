@@ -39,11 +39,8 @@ func (d *Dir) Verify(name string, r FileRef, size int64, sum uint32) bool {
 		return false
 	}
 	defer f.Close()
-	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, f); err != nil {
-		return false
-	}
-	return h.Sum32() == sum
+	got, err := ChecksumFile(f, size)
+	return err == nil && got == sum
 }
 
 // Stat returns the identity part of r as a Stat, for identity-checked calls

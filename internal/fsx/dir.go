@@ -261,6 +261,7 @@ type Stat struct {
 	UID     uint32
 	GID     uint32
 	Size    int64
+	Blocks  int64 // allocated 512-byte blocks: far fewer than Size/512 means sparse
 	MtimeNs int64
 	CtimeNs int64
 	Btime   int64  // birth time in ns since the epoch, 0 when the filesystem does not report it
@@ -289,7 +290,13 @@ func kindOf(mode uint32) Kind {
 }
 
 const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID | unix.STATX_GID |
-	unix.STATX_INO | unix.STATX_SIZE | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_BTIME | unix.STATX_MNT_ID
+	unix.STATX_INO | unix.STATX_SIZE | unix.STATX_BLOCKS | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_BTIME | unix.STATX_MNT_ID
+
+// Sparse reports whether a file of size bytes with blocks allocated 512-byte
+// blocks is mostly holes: at least 1 MiB, less than half of it on disk. Such a
+// file is copied with its holes and archived as it is: compressing it would
+// read every byte of its holes (zeros), terabytes for a large sparse file.
+func Sparse(size, blocks int64) bool { return size >= 1<<20 && blocks*512 < size/2 }
 
 func fromStatx(x *unix.Statx_t) Stat {
 	st := Stat{
@@ -301,6 +308,7 @@ func fromStatx(x *unix.Statx_t) Stat {
 		UID:     x.Uid,
 		GID:     x.Gid,
 		Size:    int64(x.Size),
+		Blocks:  int64(x.Blocks),
 		MtimeNs: x.Mtime.Sec*1e9 + int64(x.Mtime.Nsec),
 		CtimeNs: x.Ctime.Sec*1e9 + int64(x.Ctime.Nsec),
 	}

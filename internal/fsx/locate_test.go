@@ -159,3 +159,14 @@ func TestLocateFindsTempNamesToo(t *testing.T) {
 		t.Fatalf("Locate = %q, %v; want the temp name a crashed capture left", name, err)
 	}
 }
+
+func TestCRCZerosMatchesReadingZeros(t *testing.T) {
+	for _, start := range []uint32{0, 0xdeadbeef} {
+		for _, n := range []int64{0, 1, 2, 3, 7, 100, 4096, 1 << 20, 1<<20 + 13} {
+			want := UpdateChecksum(start, make([]byte, n))
+			if got := crcZeros(start, n); got != want {
+				t.Fatalf("crcZeros(%08x, %d) = %08x, want %08x", start, n, got, want)
+			}
+		}
+	}
+}

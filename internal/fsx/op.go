@@ -206,6 +206,7 @@ type Output struct {
 	n      int64
 	crc    uint32
 	copied bool
+	holes  bool // a hole was left: the file's size is set at the end
 }
 
 // Write appends p.
@@ -218,9 +219,25 @@ func (o *Output) Write(p []byte) (int, error) {
 
 // CopyFrom appends up to n bytes of in from *off, in the kernel where it can
 // (copy_file_range: no copy through user space, a reflink where the filesystem
-// can), else through a buffer; it advances *off and returns the count.
+// can), else through a buffer; it advances *off and returns the count. A hole
+// in the input (SEEK_DATA) stays a hole in the output: it is skipped whole,
+// not read — the count can then pass n (holes cost no I/O to pace).
 func (o *Output) CopyFrom(in *Input, off *int64, n int) (int, error) {
 	o.copied = true
+	end := *off + int64(n)
+	if data, ok := nextData(in.File, *off, max(end, in.Ref.Size)); ok && data > *off {
+		hole := data - *off
+		if _, err := o.f.Seek(hole, io.SeekCurrent); err != nil {
+			return 0, err
+		}
+		o.n += hole
+		*off = data
+		o.holes = true
+		return int(hole), nil
+	}
+	if h := nextHole(in.File, *off, end); h > *off {
+		n = int(h - *off)
+	}
 	k, err := unix.CopyFileRange(int(in.File.Fd()), off, int(o.f.Fd()), nil, n, 0)
 	if err != nil && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 		buf := make([]byte, min(n, 1<<20))
@@ -245,6 +262,9 @@ func (o *Output) CopyFrom(in *Input, off *int64, n int) (int, error) {
 
 // ReadAt reads back what the output holds.
 func (o *Output) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
+
+// Checksum reads back what the output holds (its holes computed, not read).
+func (o *Output) Checksum() (uint32, error) { return ChecksumFile(o.f, o.n) }
 
 // Size is the number of bytes written so far.
 func (o *Output) Size() int64 { return o.n }
@@ -338,6 +358,11 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 		return abort(err)
 	}
 	r.step(s.Kind, "produced")
+	if out.holes {
+		if err := f.Truncate(out.n); err != nil { // a trailing hole still counts
+			return abort(err)
+		}
+	}
 	last := s.Inputs[len(s.Inputs)-1].MtimeNs
 	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{unix.NsecToTimeval(last), unix.NsecToTimeval(last)}); err != nil {
 		return abort(fmt.Errorf("set output mtime: %w", err))

@@ -35,6 +35,7 @@ type Segment struct {
 	Name          string
 	ID            SegmentID
 	Access        Access // a merge never mixes segments whose Access differs
+	Sparse        bool   // mostly holes: archived as it is, holes kept (fsx.Sparse)
 	Size          int64
 	Mtime         time.Time
 	State         State
