@@ -136,6 +136,10 @@ type Journal struct {
 	good   int64 // length of the records known written
 	failed error // set by a failed append: final
 	torn   bool  // a damaged last record was cut off when the journal was opened
+
+	// writeFault, in tests only, makes an append fail (as ENOSPC would) after
+	// writing the first n bytes of its record.
+	writeFault func(record int) (n int, err error)
 }
 
 // Torn reports whether opening the journal cut off a damaged last record: the
@@ -384,7 +388,18 @@ func (j *Journal) append(payload []byte, durable bool) error {
 		return errors.New("fsx: journal closed")
 	}
 	rec := frame(payload)
-	if _, err := j.f.Write(rec); err != nil {
+	var err error
+	if j.writeFault != nil {
+		n, ferr := j.writeFault(len(rec))
+		if ferr != nil {
+			_, _ = j.f.Write(rec[:n])
+			err = ferr
+		}
+	}
+	if err == nil {
+		_, err = j.f.Write(rec)
+	}
+	if err != nil {
 		j.failed = fmt.Errorf("%w: append: %v", ErrJournalFailed, err)
 		// Leave no partial record behind if the file lets us (best effort: the
 		// next start truncates a torn tail anyway).

@@ -3,12 +3,14 @@ package fsx
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -307,5 +309,57 @@ func TestUnpublishedOpRollsBackAfterAnInputIsDeleted(t *testing.T) {
 	t.Logf("pending %d; dir: %s", len(v.r.Journal.Pending()), listing(t, v.path))
 	if len(v.r.Journal.Pending()) != 0 || strings.Contains(listing(t, v.path), TempPrefix) {
 		t.Errorf("an op whose output was never published stays stuck (temp kept) because a writer deleted an input")
+	}
+}
+
+// TestENOSPCAtEveryJournalAppend: a merge whose k-th journal append fails as
+// ENOSPC on the state dir would (nothing written, or a partial record), for
+// every k: the job stops there, touches nothing more, and after a restart
+// (the journal reopened from disk, recovery) every byte is there exactly once,
+// no temp, nothing pending — and the journal is never "corrupt in the middle".
+func TestENOSPCAtEveryJournalAppend(t *testing.T) {
+	cases := 0
+	for k := 1; ; k++ {
+		for _, partial := range []int{0, 7} {
+			v := newRV(t)
+			writeFile(t, v.path, "app-1.log", "a\n")
+			writeFile(t, v.path, "app-2.log", "b\n")
+			appends := 0
+			v.r.Journal.writeFault = func(int) (int, error) {
+				if appends++; appends == k {
+					return partial, syscall.ENOSPC
+				}
+				return 0, nil
+			}
+			_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log"))
+			if appends < k { // the merge needs fewer appends: every one was covered
+				if cases == 0 {
+					t.Fatal("no append failed")
+				}
+				t.Logf("ENOSPC at each of %d journal appends (%d cases)", k-1, cases)
+				return
+			}
+			cases++
+			if !errors.Is(err, ErrJournalFailed) {
+				t.Fatalf("append %d failed, Run: %v", k, err)
+			}
+			must(t, v.r.Journal.Close())
+			j, err := OpenJournal(v.state, "journal")
+			if err != nil {
+				t.Fatalf("append %d failed (%d bytes written): reopen: %v", k, partial, err)
+			}
+			r := &Runner{Journal: j, Leases: v.ls}
+			if _, err := r.Recover(v.resolver()); err != nil {
+				t.Fatalf("append %d: recover: %v", k, err)
+			}
+			got := dump(t, v.path)
+			if got != "app-1.log=a|  app-2.log=b|  " && got != "app-1~c1.log=a|b|  " {
+				t.Fatalf("append %d failed (%d bytes written): %s", k, partial, got)
+			}
+			if len(j.Pending()) != 0 {
+				t.Fatalf("append %d: pending %+v", k, j.Pending())
+			}
+			j.Close()
+		}
 	}
 }
