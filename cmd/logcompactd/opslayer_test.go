@@ -216,3 +216,38 @@ func TestStateDirDeletedStopsDestructiveWork(t *testing.T) {
 	must(t, cmd.Process.Signal(syscall.SIGTERM))
 	waitExit(t, cmd, 30*time.Second)
 }
+
+// TestOrphanTempsOfALostJournal: the temporary files an op leaves when its
+// journal is lost (the state dir deleted, then kill -9): at the next start a
+// staged output (and a file taken to be deleted) is removed, in the hot dir and
+// in the cold subdir, while a segment taken to be moved — its only copy — is
+// left and reported. A temp a pending op explains is not touched.
+func TestOrphanTempsOfALostJournal(t *testing.T) {
+	e := newEnv(t)
+	e.compactConfig("")
+	cold := filepath.Join(e.dir, "cold", "app")
+	must(t, os.MkdirAll(cold, 0o750))
+	staged := ".logcompactd-tmp-o-0123456789abcdef"
+	taken := ".logcompactd-tmp-d-0123456789abcdef"
+	moving := ".logcompactd-tmp-m-0123456789abcdef"
+	must(t, os.WriteFile(filepath.Join(e.logs, staged), make([]byte, 10<<20), 0o600))
+	must(t, os.WriteFile(filepath.Join(e.logs, taken), []byte("merged already\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(e.logs, moving), []byte("only copy\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(cold, staged), []byte("half an archive"), 0o600))
+	e.segment("app-000001.log", 100, time.Minute)
+	_, stderr, code := e.cli("once")
+	if code != 0 {
+		t.Fatalf("once: %d\n%s", code, stderr)
+	}
+	for _, p := range []string{filepath.Join(e.logs, staged), filepath.Join(e.logs, taken), filepath.Join(cold, staged)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still there", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(e.logs, moving)); err != nil || string(b) != "only copy\n" {
+		t.Fatalf("the moved segment's only copy: %v", err)
+	}
+	if !strings.Contains(stderr, "left for the operator") {
+		t.Fatalf("not reported:\n%s", stderr)
+	}
+}

@@ -57,6 +57,9 @@ func (d *Daemon) recover(atStart bool) error {
 			zap.String("stream", op.Stream), zap.Uint64("op", op.ID), zap.String("kind", string(op.Kind)),
 			zap.ByteString("output", []byte(op.Output)), zap.String("reason", op.Blocked))
 	}
+	if atStart {
+		d.removeOrphanTemps()
+	}
 	if err != nil {
 		d.log.Error("recovery left operations unfinished", zap.Error(err))
 		return err
@@ -65,6 +68,58 @@ func (d *Daemon) recover(atStart bool) error {
 		d.log.Warn("cannot compact the intent journal", zap.Error(err))
 	}
 	return nil
+}
+
+// removeOrphanTemps removes, at start and after recovery, the temporary files
+// in the managed dirs and the streams' cold subdirs that no pending op
+// explains (their journal was lost with a deleted state dir, say): staged
+// outputs and files taken to be deleted go; a segment taken to be moved (the
+// only copy of its bytes) is left and reported.
+func (d *Daemon) removeOrphanTemps() {
+	explained := map[string]bool{} // dir path + "/" + temp name
+	ids := map[fsx.FileID]bool{}
+	for _, op := range d.journal.Pending() {
+		for _, dir := range []string{op.Dir, op.Dest} {
+			if dir != "" && op.Temp != "" {
+				explained[filepath.Clean(dir)+"/"+op.Temp] = true
+			}
+		}
+		for _, in := range op.Inputs {
+			ids[fsx.FileID{Dev: in.Dev, Ino: in.Ino}] = true
+		}
+		if op.Created != nil {
+			ids[fsx.FileID{Dev: op.Created.Dev, Ino: op.Created.Ino}] = true
+		}
+	}
+	clean := func(stream string, dir *fsx.Dir) {
+		removed, left, err := dir.RemoveOrphanTemps(func(name string, st fsx.Stat) bool {
+			return explained[filepath.Clean(dir.Path())+"/"+name] || ids[fsx.FileID{Dev: st.Dev, Ino: st.Ino}]
+		})
+		for _, n := range removed {
+			d.log.Warn("removed a temporary file no journaled operation explains", zap.String("stream", stream),
+				zap.String("dir", dir.Path()), zap.ByteString("file", []byte(n)))
+		}
+		for _, n := range left {
+			d.log.Error("a temporary file no journaled operation explains may hold a segment's only copy: left for the operator",
+				zap.String("stream", stream), zap.String("dir", dir.Path()), zap.ByteString("file", []byte(n)))
+		}
+		if err != nil {
+			d.log.Warn("cannot remove temporary files", zap.String("dir", dir.Path()), zap.Error(err))
+		}
+	}
+	for _, s := range d.cfg.Streams {
+		if hot, err := fsx.OpenDir(s.Dir); err == nil {
+			clean(s.Name, hot)
+			hot.Close()
+		}
+		if root, err := fsx.OpenDir(s.Archive.ColdDir); err == nil {
+			if sub, err := root.OpenSub(s.Name); err == nil {
+				clean(s.Name, sub)
+				sub.Close()
+			}
+			root.Close()
+		}
+	}
 }
 
 func (d *Daemon) keepInactive(stream string) time.Duration {

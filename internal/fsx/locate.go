@@ -165,7 +165,7 @@ func (d *Dir) putBack(temp, name string) error {
 // ErrNotFound when r is not in d, and with ErrChanged when accept refuses it (r
 // stays where it was). It does not fsync d.
 func (d *Dir) RemoveFile(r FileRef, accept func(Stat) bool) (string, error) {
-	temp := RandomTempName()
+	temp := tempName(tempDelete)
 	name, err := d.capture(r, temp, accept)
 	if err != nil {
 		return "", err

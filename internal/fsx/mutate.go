@@ -12,12 +12,60 @@ import (
 
 // RandomTempName returns a temporary name with 64 random bits, so that nobody
 // can plant a file under it before it is journaled and created.
-func RandomTempName() string {
+func RandomTempName() string { return tempName(tempAside) }
+
+// What a temporary name holds, by the letter after TempPrefix. It decides what
+// may happen to one that no journaled op explains (its journal was lost with a
+// deleted state dir): a staged output or a file taken to be deleted may go; a
+// segment taken to be moved is the only copy of its bytes and stays.
+const (
+	tempStaged = 'o' // an op's output before it is published
+	tempDelete = 'd' // a file taken from its name to be removed
+	tempMove   = 'm' // a segment taken from its name to be moved to the cold tier
+	tempAside  = 'x' // anything else
+)
+
+func tempName(kind byte) string {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}
-	return TempPrefix + hex.EncodeToString(b[:])
+	return TempPrefix + string(kind) + "-" + hex.EncodeToString(b[:])
+}
+
+// RemoveOrphanTemps removes from d the temporary files no op explains: staged
+// outputs and files taken to be deleted, each only if it is a regular file
+// and explained(name, stat) is false. Others (a segment taken to be moved,
+// names of another form) are left and returned, for the operator. It fsyncs d
+// when it removed something.
+func (d *Dir) RemoveOrphanTemps(explained func(name string, st Stat) bool) (removed, left []string, err error) {
+	names, err := d.Names()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range names {
+		if !IsTemp(n) {
+			continue
+		}
+		st, serr := d.Stat(n)
+		if serr != nil || st.Kind != Regular || explained(n, st) {
+			continue
+		}
+		rest := n[len(TempPrefix):]
+		if len(rest) < 2 || rest[1] != '-' || (rest[0] != tempStaged && rest[0] != tempDelete) {
+			left = append(left, n)
+			continue
+		}
+		if uerr := d.unlink(n); uerr != nil {
+			err = errors.Join(err, uerr)
+			continue
+		}
+		removed = append(removed, n)
+	}
+	if len(removed) > 0 {
+		err = errors.Join(err, d.Sync())
+	}
+	return removed, left, err
 }
 
 // CreateOutput creates name exclusively in d (O_EXCL|O_NOFOLLOW, read-write so
@@ -109,7 +157,7 @@ func (d *Dir) Unlink(name string, want Stat) error {
 	if st.Dev != want.Dev || st.Ino != want.Ino || st.Btime != want.Btime {
 		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged} // not even touched
 	}
-	temp := RandomTempName()
+	temp := tempName(tempDelete)
 	if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil

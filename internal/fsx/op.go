@@ -314,7 +314,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
-	op := Op{Kind: s.Kind, Stream: s.Stream, Dir: s.SrcPath, Output: s.Output, Temp: RandomTempName(), Inputs: s.Inputs}
+	op := Op{Kind: s.Kind, Stream: s.Stream, Dir: s.SrcPath, Output: s.Output, Temp: tempName(tempStaged), Inputs: s.Inputs}
 	if s.Dst != Publisher(s.Src) {
 		op.Dest = s.Dst.Path()
 	}
@@ -611,7 +611,7 @@ func (r *Runner) Move(ctx context.Context, s MoveSpec) error {
 	if err != nil {
 		return err
 	}
-	op := Op{Kind: kind, Stream: s.Stream, Dir: s.SrcPath, Dest: s.DstPath, Output: s.Output, Temp: RandomTempName(), Inputs: []FileRef{s.Input}}
+	op := Op{Kind: kind, Stream: s.Stream, Dir: s.SrcPath, Dest: s.DstPath, Output: s.Output, Temp: tempName(tempMove), Inputs: []FileRef{s.Input}}
 	if op.ID, err = r.begin(op); err != nil {
 		return err
 	}
