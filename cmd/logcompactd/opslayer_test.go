@@ -251,3 +251,25 @@ func TestOrphanTempsOfALostJournal(t *testing.T) {
 		t.Fatalf("not reported:\n%s", stderr)
 	}
 }
+
+// TestReloadFromAFIFOKeepsRunning: the config replaced by a FIFO, then SIGHUP:
+// the reload fails at once (the old config stays), the loop goes on, and
+// SIGTERM still stops the daemon (it used to hang in the read for good).
+func TestReloadFromAFIFOKeepsRunning(t *testing.T) {
+	e := newEnv(t)
+	n := newNotifySocket(t)
+	cmd, logs := e.startDaemon(n)
+	must(t, os.Remove(e.config))
+	must(t, syscall.Mkfifo(e.config, 0o600))
+	must(t, cmd.Process.Signal(syscall.SIGHUP))
+	n.waitFor(t, "RELOADING=1")
+	n.waitFor(t, "READY=1")
+	n.waitFor(t, "STATUS=")
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	if code := waitExit(t, cmd, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(logs.String(), "not a regular file") {
+		t.Fatalf("the failed reload does not say why:\n%s", logs.String())
+	}
+}
