@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -179,6 +180,15 @@ func (d *Daemon) journalFailure() error {
 	err := d.journal.Err()
 	if err == nil && d.state != nil {
 		err = d.state.StillAt(d.cfg.StateDir)
+		if err != nil && d.journalErr == nil {
+			if rerr := d.recreateState(); rerr == nil {
+				d.log.Warn("the state dir was deleted under the daemon: recreated it and wrote the intent journal anew from memory",
+					zap.String("state_dir", d.cfg.StateDir), zap.NamedError("was", err))
+				err = nil
+			} else {
+				err = errors.Join(err, rerr)
+			}
+		}
 		if err != nil {
 			err = fmt.Errorf("state dir: %w", err)
 		}
@@ -188,6 +198,37 @@ func (d *Daemon) journalFailure() error {
 		d.log.Error("intent journal unusable: merging and archival are OFF until a restart recovers", zap.Error(err))
 	}
 	return err
+}
+
+// recreateState makes a state dir anew where the old one was deleted (not
+// where another directory now stands), takes the lock there and writes the
+// journal's pending ops into it: a committed merge whose inputs wait for
+// keep_inactive, or a job in flight, is then still known after a restart.
+func (d *Daemon) recreateState() error {
+	if _, err := os.Lstat(d.cfg.StateDir); err == nil {
+		return fmt.Errorf("%s is another directory now: refusing to use it", d.cfg.StateDir)
+	}
+	if err := fsx.EnsureStateDir(d.cfg.StateDir); err != nil {
+		return err
+	}
+	sd, err := fsx.OpenDir(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	lock, err := sd.Lock(lockName)
+	if err != nil {
+		sd.Close()
+		return err
+	}
+	if err := d.journal.MoveTo(sd); err != nil {
+		lock.Close()
+		sd.Close()
+		return err
+	}
+	d.lock.Close()
+	d.state.Close()
+	d.state, d.lock = sd, lock
+	return nil
 }
 
 // act submits the merges the last pass decided, and finishes committed merges

@@ -532,6 +532,51 @@ func (j *Journal) Compact(limit int64) error {
 	if err != nil || fi.Size() < limit {
 		return err
 	}
+	buf := j.pendingRecords()
+	if err := j.d.ReplaceFile(j.name, buf, 0o600); err != nil {
+		// The rename may have happened: the open file may be the old,
+		// unlinked journal. Appending there would be appending nowhere.
+		j.failed = fmt.Errorf("%w: compact: %v", ErrJournalFailed, err)
+		return j.failed
+	}
+	fd, err := unix.Openat(j.d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		j.failed = fmt.Errorf("%w: reopen after compact: %v", ErrJournalFailed, err)
+		return j.failed
+	}
+	j.f.Close()
+	j.f = os.NewFile(uintptr(fd), j.f.Name())
+	j.good = int64(len(buf))
+	return nil
+}
+
+// MoveTo writes the journal anew in d (its pending ops, as Compact does),
+// durably, and appends there from now on: what a daemon does when its state
+// dir was deleted under it, so that the record of half-done work (committed
+// merges whose inputs wait for keep_inactive) outlives the process. The old
+// file is left alone.
+func (j *Journal) MoveTo(d *Dir) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.failed != nil {
+		return j.failed
+	}
+	buf := j.pendingRecords()
+	if err := d.ReplaceFile(j.name, buf, 0o600); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open journal", Path: d.path + "/" + j.name, Err: err}
+	}
+	j.f.Close()
+	j.f = os.NewFile(uintptr(fd), d.path+"/"+j.name)
+	j.d, j.good = d, int64(len(buf))
+	return nil
+}
+
+// pendingRecords encodes the pending ops as a journal of their own (j.mu held).
+func (j *Journal) pendingRecords() []byte {
 	var buf bytes.Buffer
 	ids := make([]uint64, 0, len(j.ops))
 	for id := range j.ops {
@@ -554,21 +599,7 @@ func (j *Journal) Compact(limit int64) error {
 			buf.Write(frame(encodeBlocked(id, op.Blocked)))
 		}
 	}
-	if err := j.d.ReplaceFile(j.name, buf.Bytes(), 0o600); err != nil {
-		// The rename may have happened: the open file may be the old,
-		// unlinked journal. Appending there would be appending nowhere.
-		j.failed = fmt.Errorf("%w: compact: %v", ErrJournalFailed, err)
-		return j.failed
-	}
-	fd, err := unix.Openat(j.d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		j.failed = fmt.Errorf("%w: reopen after compact: %v", ErrJournalFailed, err)
-		return j.failed
-	}
-	j.f.Close()
-	j.f = os.NewFile(uintptr(fd), j.f.Name())
-	j.good = int64(buf.Len())
-	return nil
+	return buf.Bytes()
 }
 
 // Close closes the journal file. Safe to call twice.
