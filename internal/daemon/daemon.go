@@ -8,6 +8,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,8 +79,9 @@ type Daemon struct {
 	obsBuf      []growth.Obs               // the tracker's observations, reused
 	pending     []fsx.Op                   // unfinished ops, as of the last pass
 	leases      *fsx.Leases
-	ops         *fsx.Runner // the operation layer every job runs through
-	recoverDirs []*fsx.Dir  // opened for recovery or FinishDue; closed after it
+	ops         *fsx.Runner      // the operation layer every job runs through
+	recoverDirs []*fsx.Dir       // opened for recovery or FinishDue; closed after it
+	shrunkBytes map[string]int64 // per stream: bytes that vanished from shrinking segments
 	env         *compactor.Env
 	exec        *executor
 }
@@ -270,7 +272,9 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 			for _, e := range r.Entries {
 				obs = append(obs, growth.Obs{ID: e.ID(), Size: e.Stat.Size})
 			}
-			d.tracker.Observe(r.Stream.Name, r.At, obs)
+			for _, sh := range d.tracker.Observe(r.Stream.Name, r.At, obs) {
+				d.shrunk(r, sh)
+			}
 		}
 		if r.FS.Total > 0 && !fsSeen[r.FS.Dev] {
 			fsSeen[r.FS.Dev] = true
@@ -282,6 +286,29 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	rep.reread, rep.reused = reread, reused
 	return rep
 }
+
+// shrunk reports a segment that got smaller since the last scan, at warn, and
+// counts the vanished bytes per stream (ShrunkBytes).
+func (d *Daemon) shrunk(r scanner.Result, sh growth.Shrink) {
+	name := ""
+	for _, e := range r.Entries {
+		if e.ID() == sh.ID {
+			name = e.Name
+			break
+		}
+	}
+	if d.shrunkBytes == nil {
+		d.shrunkBytes = map[string]int64{}
+	}
+	d.shrunkBytes[r.Stream.Name] += sh.From - sh.To
+	d.log.Warn("a segment shrank: its writer truncated or replaced it, and these bytes vanished (copytruncate loses lines)",
+		zap.String("stream", r.Stream.Name), zap.ByteString("segment", []byte(name)), zap.Int64("from", sh.From),
+		zap.Int64("to", sh.To), zap.Int64("bytes", sh.From-sh.To), zap.Int64("stream_total_bytes", d.shrunkBytes[r.Stream.Name]))
+}
+
+// ShrunkBytes is how many bytes vanished from shrinking segments, per stream,
+// since the daemon started.
+func (d *Daemon) ShrunkBytes() map[string]int64 { return maps.Clone(d.shrunkBytes) }
 
 // refreshPending reloads the unfinished ops (read-only for plan).
 func (d *Daemon) refreshPending() {

@@ -66,3 +66,29 @@ streams:
 		t.Fatalf("archived in stream order %s, want them alternating (each waits for one move of the other, not all)", got)
 	}
 }
+
+// TestAShrinkingSegmentIsReportedAndCounted: a segment truncated by its writer
+// (copytruncate) between two passes is logged at warn with the bytes that
+// vanished, and counted per stream.
+func TestAShrinkingSegmentIsReportedAndCounted(t *testing.T) {
+	cfg, logs := testConfig(t)
+	core, seen := observer.New(zap.WarnLevel)
+	d, err := Open(cfg, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Pass(nil, nil)
+	p := filepath.Join(logs, "app-000002.log")
+	if err := os.Truncate(p, 1000); err != nil {
+		t.Fatal(err)
+	}
+	d.Pass(nil, nil)
+	got := seen.FilterMessageSnippet("a segment shrank").All()
+	if len(got) != 1 || got[0].ContextMap()["bytes"] != int64(300000-1000) || got[0].ContextMap()["segment"] != "app-000002.log" {
+		t.Fatalf("logged %v", seen.All())
+	}
+	if n := d.ShrunkBytes()["app"]; n != 299000 {
+		t.Fatalf("counted %d bytes, want 299000", n)
+	}
+}

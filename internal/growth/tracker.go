@@ -47,10 +47,19 @@ func NewTracker(o Options) *Tracker {
 // SetOptions changes window options (on reload); history is kept.
 func (t *Tracker) SetOptions(o Options) { t.opts = o.withDefaults() }
 
+// Shrink is a segment that got smaller between two scans: its writer truncated
+// or replaced it (logrotate's copytruncate), and From − To bytes vanished —
+// bytes that, if they were not copied elsewhere first, are lost.
+type Shrink struct {
+	ID       model.SegmentID
+	From, To int64
+}
+
 // Observe records a complete scan of stream at time at: every segment it has now.
 // Segments of the stream not in obs are forgotten. A segment that moved in from
-// another stream (a rename across patterns) is new to this one.
-func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
+// another stream (a rename across patterns) is new to this one. It returns the
+// segments that shrank since the last scan.
+func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shrink) {
 	st, known := t.streams[stream]
 	if !known {
 		st = &streamState{segs: make(map[model.SegmentID]*segState, len(obs))}
@@ -75,6 +84,7 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
 		default:
 			// Truncated or replaced: what it holds now was written since.
 			st.appended += o.Size
+			shrunk = append(shrunk, Shrink{ID: o.ID, From: s.size, To: o.Size})
 		}
 		if s.seen != st.gen {
 			distinct++
@@ -91,6 +101,7 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) {
 		}
 	}
 	st.win.Add(at, st.appended, t.opts)
+	return shrunk
 }
 
 // Touch records that stream is known to be unchanged since its last observation

@@ -76,3 +76,29 @@ func TestConsolidatedNameNeverPassesNameMax(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// TestTAI64NLabelsSortByTime: svlogd/multilog/s6-log names are "@" and 24 hex
+// digits of a TAI64N time. Read as digit runs and letters they sort wrongly
+// ("...68a1..." after "...689a..." as 68 < 689); as labels they sort by time.
+func TestTAI64NLabelsSortByTime(t *testing.T) {
+	inOrder := []string{ // increasing times
+		"@4000000068a1b2c30000000a.s",
+		"@4000000068a1b2c3000000f0.s",
+		"@4000000068a1b2c4000000a0.u",
+		"@400000006b0f1c432e7b874c.s",
+		"@400000006b0f1c4a00000000.s",
+		"@400000006b0f1c5000000000.s",
+	}
+	for i := 1; i < len(inOrder); i++ {
+		if !NaturalLess(inOrder[i-1], inOrder[i]) || NaturalLess(inOrder[i], inOrder[i-1]) {
+			t.Fatalf("%s should sort before %s", inOrder[i-1], inOrder[i])
+		}
+	}
+	// The case digit runs got wrong: 68a1... is later than 689a... in time.
+	if !NaturalLess("@40000000689abcde00000000.s", "@4000000068a1b2c300000000.s") {
+		t.Fatal("a label with more digits before its first letter sorted as later")
+	}
+	if !NaturalLess("app-9.log", "app-10.log") {
+		t.Fatal("plain natural order broke")
+	}
+}

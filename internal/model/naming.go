@@ -101,13 +101,22 @@ func insertionPoints(name string) []int {
 
 // NaturalLess orders names as people do: runs of digits compare by value, so
 // app-9.log < app-10.log; equal values with more leading zeros sort later; other
-// bytes compare bytewise.
+// bytes compare bytewise. A TAI64N label ("@" and 24 lowercase hex digits, the
+// names svlogd, multilog and s6-log give rotated files) compares as the
+// time it is — its hex digits bytewise — not as runs of digits and letters.
 func NaturalLess(a, b string) bool { return NaturalCompare(a, b) < 0 }
 
 // NaturalCompare returns -1, 0 or 1.
 func NaturalCompare(a, b string) int {
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
+		if isTAI64N(a[i:]) && isTAI64N(b[j:]) {
+			if c := strings.Compare(a[i+1:i+tai64nLen], b[j+1:j+tai64nLen]); c != 0 {
+				return c
+			}
+			i, j = i+tai64nLen, j+tai64nLen
+			continue
+		}
 		ca, cb := a[i], b[j]
 		if isDigit(ca) && isDigit(cb) {
 			si, sj := i, j
@@ -139,6 +148,22 @@ func NaturalCompare(a, b string) int {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// tai64nLen is the length of a TAI64N label: "@" and 24 hex digits.
+const tai64nLen = 25
+
+// isTAI64N reports whether s starts with a TAI64N label.
+func isTAI64N(s string) bool {
+	if len(s) < tai64nLen || s[0] != '@' {
+		return false
+	}
+	for _, c := range []byte(s[1:tai64nLen]) {
+		if !isDigit(c) && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func cmp(a, b int) int {
 	switch {

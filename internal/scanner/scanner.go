@@ -82,7 +82,7 @@ type Scanner struct {
 	streams []config.Stream
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
-	warned  map[string]string // dir/name -> what was logged, so each is logged once
+	warned  map[string]string // dir/dev:ino -> what was logged, so each file is logged once whatever its name
 	last    map[string]Result // latest good scan per stream name, for reuse
 }
 
@@ -247,13 +247,16 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 		seenHere = map[string]bool{}
 	}
 	for i, n := range matched {
-		if warnedBefore {
-			seenHere[d.Path()+"/"+n] = true
-		}
 		if failed[i] {
 			continue // vanished between listing and stat: it is simply gone
 		}
 		st := all[i].Stat
+		// Warnings are remembered per file (identity), not per name: a writer
+		// that renames a hard link at each rotation (rotatelogs -L) is said once.
+		key := fmt.Sprintf("%s/%d:%d", d.Path(), st.Dev, st.Ino)
+		if warnedBefore {
+			seenHere[key] = true
+		}
 		var why string
 		switch {
 		case st.Kind != fsx.Regular:
@@ -267,7 +270,6 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)
-			key := d.Path() + "/" + n
 			if s.warned[key] != why {
 				s.warned[key] = why
 				s.log.Warn("skipping a file named like a segment", zap.String("stream", res.Stream.Name),
@@ -276,7 +278,7 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			continue
 		}
 		if warnedBefore {
-			delete(s.warned, d.Path()+"/"+n)
+			delete(s.warned, key)
 		}
 		res.Entries = append(res.Entries, Entry{Name: n, Stat: st})
 	}

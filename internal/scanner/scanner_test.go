@@ -378,3 +378,23 @@ func TestInheritKeepsLeaseAnswers(t *testing.T) {
 		t.Fatalf("after Inherit: new %d, old %d answers", len(s.leases), len(old.leases))
 	}
 }
+
+// TestAHardLinkRenamedAtEachRotationIsLoggedOnce: rotatelogs -L keeps a hard
+// link to its current file, and the linked file gets a new name at each
+// rotation; the skip is said once per file, not at every rotation.
+func TestAHardLinkRenamedAtEachRotationIsLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "app.1.log"), "current\n", 0)
+	must(t, os.Link(filepath.Join(dir, "app.1.log"), filepath.Join(dir, "current")))
+	core, logs := observer.New(zap.WarnLevel)
+	s := New([]config.Stream{stream(dir, "app.*.log", "name")}, Options{Logger: zap.New(core)})
+	defer s.Close()
+	for i := 1; i <= 5; i++ {
+		scanOne(t, s)
+		must(t, os.Rename(filepath.Join(dir, fmt.Sprintf("app.%d.log", i)), filepath.Join(dir, fmt.Sprintf("app.%d.log", i+1))))
+	}
+	scanOne(t, s)
+	if n := len(logs.FilterMessage("skipping a file named like a segment").All()); n != 1 {
+		t.Fatalf("said %d times, want once", n)
+	}
+}
