@@ -84,6 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				if err != nil {
 					return err
 				}
+				for _, w := range lcd.OrderWarnings(cfg) {
+					fmt.Fprintf(stderr, "%s: warning: %s\n", cfg.File, w)
+				}
 				fmt.Fprintf(stdout, "%s: ok (%d streams)\n", cfg.File, len(cfg.Streams))
 				return nil
 			}},

@@ -279,3 +279,23 @@ func TestReloadFromAFIFOKeepsRunning(t *testing.T) {
 		t.Fatalf("the failed reload does not say why:\n%s", logs.String())
 	}
 }
+
+// TestCheckWarnsWhenNamesAndMtimesDisagree: logrotate's numbered scheme under
+// order: name (the newest, app.log.1, sorts first): check warns and says to use
+// order: mtime, and still exits 0; with order: mtime it says nothing.
+func TestCheckWarnsWhenNamesAndMtimesDisagree(t *testing.T) {
+	e := newEnv(t)
+	for _, n := range []int{1, 2, 3, 4} {
+		p := filepath.Join(e.logs, fmt.Sprintf("app.log.%d", n))
+		must(t, os.WriteFile(p, []byte("x\n"), 0o644))
+		old := time.Now().Add(-time.Duration(n) * time.Hour) // .1 is the newest
+		must(t, os.Chtimes(p, old, old))
+	}
+	for _, c := range []struct{ order, want string }{{"name", "use order: mtime"}, {"mtime", ""}} {
+		e.writeConfig(fmt.Sprintf("  - {name: numbered, dir: %s, pattern: \"app.log.*\", order: %s}\n", e.logs, c.order))
+		_, stderr, code := e.cli("check")
+		if code != 0 || (c.want != "" && !strings.Contains(stderr, c.want)) || (c.want == "" && strings.Contains(stderr, "warning")) {
+			t.Fatalf("order %s: exit %d, stderr %q", c.order, code, stderr)
+		}
+	}
+}
