@@ -136,7 +136,7 @@ func Plan(s *model.Stream, in Input) Decision {
 		if taken == nil {
 			taken = func(string) bool { return false }
 		}
-		out := model.ConsolidatedName(s.Config.Pattern, s.Segments[first].Name, before, after, nameOrder, taken)
+		out := model.ConsolidatedName(s.Config.Pattern, s.Segments[first].Name, s.Segments[last].Name, before, after, nameOrder, taken)
 		if out == "" {
 			d.Why = fmt.Sprintf("no consolidated name for %q fits pattern %q and the stream order", s.Segments[first].Name, s.Config.Pattern)
 			return

@@ -34,7 +34,7 @@ func TestConsolidatedName(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := ConsolidatedName(c.pattern, c.first, c.before, c.after, true, c.taken)
+			got := ConsolidatedName(c.pattern, c.first, c.first, c.before, c.after, true, c.taken)
 			if got != c.want {
 				t.Fatalf("got %q, want %q", got, c.want)
 			}
@@ -68,11 +68,11 @@ func TestClassify(t *testing.T) {
 
 func TestConsolidatedNameNeverPassesNameMax(t *testing.T) {
 	long := "app-" + strings.Repeat("x", 240) + "-000001.log" // 255 bytes
-	if got := ConsolidatedName("app-*.log", long, "", "", true, func(string) bool { return false }); got != "" {
+	if got := ConsolidatedName("app-*.log", long, long, "", "", true, func(string) bool { return false }); got != "" {
 		t.Fatalf("a %d-byte output name %q for a 255-byte first input: want none", len(got), got)
 	}
 	short := "app-" + strings.Repeat("x", 235) + "-1.log" // 245 bytes: room for ~c1
-	if got := ConsolidatedName("app-*.log", short, "", "", true, func(string) bool { return false }); got == "" || len(got) > NameMax {
+	if got := ConsolidatedName("app-*.log", short, short, "", "", true, func(string) bool { return false }); got == "" || len(got) > NameMax {
 		t.Fatalf("%q", got)
 	}
 }
@@ -100,5 +100,30 @@ func TestTAI64NLabelsSortByTime(t *testing.T) {
 	}
 	if !NaturalLess("app-9.log", "app-10.log") {
 		t.Fatal("plain natural order broke")
+	}
+}
+
+// TestTAI64NRunGetsALabelOfItsOwn: a merged run of svlogd segments is named
+// with a valid TAI64N label a nanosecond after its last input — still a file
+// of svlogd's kind, in its place in the order — not "@...874~c1c.s".
+func TestTAI64NRunGetsALabelOfItsOwn(t *testing.T) {
+	none := func(string) bool { return false }
+	first, last, after := "@400000006b0f1c4300000000.s", "@400000006b0f1c4a3b9ac9ff.s", "@400000006b0f1c5000000000.s"
+	got := ConsolidatedName("@*.s", first, last, "", after, true, none)
+	if got != "@400000006b0f1c4b00000000.s" { // 0x3b9ac9ff = 999,999,999 ns: the next one carries into the seconds
+		t.Fatalf("got %q", got)
+	}
+	if !isTAI64N(got) || !NaturalLess(last, got) || !NaturalLess(got, after) {
+		t.Fatalf("%q is not a label between %q and %q", got, last, after)
+	}
+	taken := func(n string) bool { return n == "@400000006b0f1c4b00000000.s" }
+	if got := ConsolidatedName("@*.s", first, last, "", after, true, taken); got != "@400000006b0f1c4b00000001.s" {
+		t.Fatalf("with the first choice taken: %q", got)
+	}
+	// No label fits before the next segment: the marker form after the first
+	// input's label, still in its place.
+	next := "@400000006b0f1c4b00000000.s"
+	if got := ConsolidatedName("@*.s", first, last, "", next, true, none); got != "@400000006b0f1c4300000000~c1.s" || !NaturalLess(got, next) {
+		t.Fatalf("no room for a label before %q: got %q", next, got)
 	}
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,10 +55,15 @@ func stripMarker(name string) string {
 }
 
 // ConsolidatedName picks the output name for merging a run whose first input is
-// first. before and after are the names of the stream's segments just before and
-// just after the run ("" if none); taken reports names already in use in the
-// directory. It returns "" when no name fits the pattern and the order.
-func ConsolidatedName(pattern, first, before, after string, nameOrder bool, taken func(string) bool) string {
+// first and last input is last. before and after are the names of the stream's
+// segments just before and just after the run ("" if none); taken reports names
+// already in use in the directory. It returns "" when no name fits the pattern
+// and the order. A run of TAI64N-labelled segments (svlogd, multilog, s6-log)
+// gets a label of its own instead of a marker (labelName).
+func ConsolidatedName(pattern, first, last, before, after string, nameOrder bool, taken func(string) bool) string {
+	if out := labelName(pattern, last, after, nameOrder, taken); out != "" {
+		return out
+	}
 	base := stripMarker(first)
 	for _, pos := range insertionPoints(base) {
 		for n := 1; n < 1000; n++ {
@@ -74,6 +80,41 @@ func ConsolidatedName(pattern, first, before, after string, nameOrder bool, take
 			if !taken(cand) {
 				return cand
 			}
+		}
+	}
+	return ""
+}
+
+// labelName names the output of a run of TAI64N-labelled segments with a valid
+// label, so that it stays a file of the writer's own kind: the last input's
+// time plus a nanosecond or a few (the suffix, ".s", kept). That time has
+// passed, so the writer never names a new file so; it sorts after every input
+// and before the next segment (if one fits). "" when last is no label or no
+// such name fits the pattern, the order and the free names.
+func labelName(pattern, last, after string, nameOrder bool, taken func(string) bool) string {
+	if !nameOrder || !isTAI64N(last) {
+		return ""
+	}
+	secs, err1 := strconv.ParseUint(last[1:17], 16, 64)
+	nanos, err2 := strconv.ParseUint(last[17:25], 16, 32)
+	if err1 != nil || err2 != nil || nanos >= 1e9 {
+		return ""
+	}
+	suffix := last[tai64nLen:]
+	for k := uint64(1); k < 1000; k++ {
+		s, n := secs, nanos+k
+		if n >= 1e9 {
+			s, n = s+1, n-1e9
+		}
+		cand := fmt.Sprintf("@%016x%08x%s", s, n, suffix)
+		if m, _ := filepath.Match(pattern, cand); !m {
+			return ""
+		}
+		if after != "" && !NaturalLess(cand, after) {
+			return ""
+		}
+		if !taken(cand) {
+			return cand
 		}
 	}
 	return ""
