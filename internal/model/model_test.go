@@ -127,3 +127,15 @@ func TestTAI64NRunGetsALabelOfItsOwn(t *testing.T) {
 		t.Fatalf("no room for a label before %q: got %q", next, got)
 	}
 }
+
+// TestMarkerNeverLandsInsideALabel: when the marker form is used for a TAI64N
+// segment, it goes after the label, never into its hex digits.
+func TestMarkerNeverLandsInsideALabel(t *testing.T) {
+	none := func(string) bool { return false }
+	first := "@400000006b0f8f61369127ae.s"
+	next := "@400000006b0f8f61369127af.s" // no room for a label of its own
+	got := ConsolidatedName("@*.s", first, first, "", next, true, none)
+	if got != "@400000006b0f8f61369127ae~c1.s" || !NaturalLess(got, next) || !NaturalLess(first, got) {
+		t.Fatalf("got %q, want the marker after the label", got)
+	}
+}

@@ -66,6 +66,9 @@ func ConsolidatedName(pattern, first, last, before, after string, nameOrder bool
 	}
 	base := stripMarker(first)
 	for _, pos := range insertionPoints(base) {
+		if isTAI64N(base) && pos < tai64nLen {
+			continue // never inside a TAI64N label: it would stop being one
+		}
 		for n := 1; n < 1000; n++ {
 			cand := base[:pos] + marker + strconv.Itoa(n) + base[pos:]
 			if len(cand) > NameMax {
