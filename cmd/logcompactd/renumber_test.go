@@ -186,6 +186,8 @@ func newRenumberRig(t *testing.T) *renumberRig {
 	return newRigStream(t, rigStream{pattern: "app.log*", order: "mtime", targetSize: "64KiB", maxHot: "512KiB"})
 }
 
+// newRigStream is the rig with the stream st (the recipe tests of
+// writers_test.go: real log writers, each with its own pattern and order).
 func newRigStream(t *testing.T, st rigStream) *renumberRig {
 	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
 	seed := uint64(time.Now().UnixNano())

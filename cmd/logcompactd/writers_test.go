@@ -279,7 +279,7 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 // setup prepares hot (svlogd's config); argv is the writer, run in hot;
 // control the writer's files; same those that must keep their inode.
 func tai64nWriter(t *testing.T, what string, setup func(hot string), argv func(hot string) []string, control, same []string) {
-	r := newRigStream(t, rigStream{pattern: "@*.s", order: "name", targetSize: "64KiB", maxHot: "256KiB"})
+	r := newRigStream(t, rigStream{pattern: "@*.s", order: "name", targetSize: "64KiB", maxHot: "512KiB"})
 	if m, _ := filepath.Match(r.stream.pattern, "current"); m {
 		t.Fatal("current matches the pattern")
 	}
