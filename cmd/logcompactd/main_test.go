@@ -33,6 +33,10 @@ func TestMain(m *testing.M) {
 		renumberWriter(spec)
 		return
 	}
+	if spec := os.Getenv("LCD_TEST_LINEGEN"); spec != "" {
+		lineGen(spec)
+		return
+	}
 	dir, err := os.MkdirTemp("", "lcd-bin")
 	if err != nil {
 		panic(err)

@@ -169,9 +169,26 @@ type renumberRig struct {
 	root, hot, cold, bin string
 	config, logPath      string
 	logFile              *os.File
+	stream               rigStream
+	// control names the writer's own files in hot (lock, state, a link to
+	// the current file): not segments, not read by ledger.
+	control map[string]bool
+}
+
+// rigStream is what differs between the rig's users: the stream's pattern and
+// order, and the sizes that keep merging and archival busy at the writer's rate.
+type rigStream struct {
+	pattern, order     string
+	targetSize, maxHot string
 }
 
 func newRenumberRig(t *testing.T) *renumberRig {
+	return newRigStream(t, rigStream{pattern: "app.log*", order: "mtime", targetSize: "64KiB", maxHot: "512KiB"})
+}
+
+// newRigStream is the rig with the stream st (the recipe tests of
+// writers_test.go: real log writers, each with its own pattern and order).
+func newRigStream(t *testing.T, st rigStream) *renumberRig {
 	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("LCD_RENUMBER_SEED"); s != "" {
@@ -181,7 +198,7 @@ func newRenumberRig(t *testing.T) *renumberRig {
 		}
 	}
 	t.Logf("seed %d (LCD_RENUMBER_SEED to replay the kill schedule)", seed)
-	r := &renumberRig{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed)), root: t.TempDir()}
+	r := &renumberRig{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed)), root: t.TempDir(), stream: st}
 	r.bin = filepath.Join(r.root, "logcompactd")
 	if out, err := exec.Command("go", "build", "-o", r.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -197,11 +214,11 @@ func newRenumberRig(t *testing.T) *renumberRig {
 scan_interval: 150ms
 growth: {window: 10s}
 load: {enabled: false}
-compaction: {quiesce: 250ms, threshold: 0.000001, min_segments: 2, target_size: 64KiB, growth_ref: 1KiB/s, workers: 2, max_rate: 8MiB/s}
-archive: {cold_dir: %s, time_to_archive: 20s, max_hot_bytes: 512KiB, compress: zstd}
+compaction: {quiesce: 250ms, threshold: 0.000001, min_segments: 2, target_size: %s, growth_ref: 1KiB/s, workers: 2, max_rate: 8MiB/s}
+archive: {cold_dir: %s, time_to_archive: 20s, max_hot_bytes: %s, compress: zstd}
 streams:
-  - {name: app, dir: %s, pattern: "app.log*", order: mtime}
-`, r.root, r.cold, r.hot)), 0o644))
+  - {name: app, dir: %s, pattern: %q, order: %s}
+`, r.root, st.targetSize, r.cold, st.maxHot, r.hot, st.pattern, st.order)), 0o644))
 	r.logPath = filepath.Join(r.root, "daemon.log")
 	f, err := os.Create(r.logPath)
 	must(t, err)
@@ -306,7 +323,7 @@ func (r *renumberRig) ledger(written int) (files, lost, dup int) {
 			if fsx.IsTemp(e.Name()) {
 				t.Errorf("temp file left: %s", filepath.Join(dir, e.Name()))
 			}
-			if dir == filepath.Join(r.root, "state") || !e.Type().IsRegular() {
+			if dir == filepath.Join(r.root, "state") || !e.Type().IsRegular() || (dir == r.hot && r.control[e.Name()]) {
 				continue
 			}
 			files++
