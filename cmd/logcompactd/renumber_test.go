@@ -421,43 +421,67 @@ func TestRenumberingWriterUnderKill(t *testing.T) {
 func TestLogrotateNumberedUnderKill(t *testing.T) {
 	lr := testutil.RequireTool(t, "logrotate")
 	r := newRenumberRig(t)
-	must(t, os.WriteFile(filepath.Join(r.hot, "app.log"), nil, 0o644))
-	conf, state := filepath.Join(r.root, "logrotate.conf"), filepath.Join(r.root, "logrotate.state")
-	// logrotate ignores, with exit 0, a config writable by group or others (the
-	// umask could make it so); its dir, t.TempDir, is 0700.
-	must(t, os.WriteFile(conf, []byte(filepath.Join(r.hot, "app.log")+` {
-    rotate 1000
+	conf, state := r.logrotateConf(lr, `rotate 1000
     create
     missingok
     nocompress
     nodateext
-    nocopytruncate
+    nocopytruncate`)
+	stopWriter := r.startWriter("reopen:" + r.hot + ":20:0:0")
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	stopRotating := r.logrotateLoop(lr, conf, state, func() <-chan time.Time { return tick.C })
+	const killPhase = 60 * time.Second
+	kills, inFlight := r.killLoop(killPhase)
+	rs := stopRotating()
+	written := stopWriter()
+	r.finalOnce()
+	if rs.failed > 0 {
+		t.Errorf("%d of %d logrotate runs failed, the first: %s", rs.failed, rs.runs, rs.first)
+	}
+	if rs.runs < int(killPhase/(200*time.Millisecond)) {
+		t.Errorf("only %d logrotate runs in %s, want about ten a second", rs.runs, killPhase)
+	}
+	r.check("logrotate numbered", killPhase, written, kills, inFlight, fmt.Sprintf("; %d logrotate runs", rs.runs))
 }
-`), 0o644))
+
+// logrotateConf writes a logrotate config for the rig's app.log with the given
+// directives (an empty app.log is created first) and checks with a dry run that
+// logrotate takes it: a config it ignores must fail here, not as a ledger full
+// of lines that never rotated. logrotate ignores, with exit 0, a config
+// writable by group or others; it is written 0644 in the rig's 0700 root.
+func (r *renumberRig) logrotateConf(lr, directives string) (conf, state string) {
+	t := r.t
+	must(t, os.WriteFile(filepath.Join(r.hot, "app.log"), nil, 0o644))
+	conf, state = filepath.Join(r.root, "logrotate.conf"), filepath.Join(r.root, "logrotate.state")
+	must(t, os.WriteFile(conf, []byte(filepath.Join(r.hot, "app.log")+" {\n    "+directives+"\n}\n"), 0o644))
 	must(t, os.Chmod(conf, 0o644))
-	// A dry run first: a config logrotate does not take must fail here, not as
-	// a ledger full of lines that never rotated.
 	if out, err := exec.Command(lr, "-d", "-s", state, conf).CombinedOutput(); err != nil ||
 		!strings.Contains(string(out), "rotating pattern: "+filepath.Join(r.hot, "app.log")) {
 		t.Fatalf("logrotate -d: %v\n%s", err, out)
 	}
-	stopWriter := r.startWriter("reopen:" + r.hot + ":20:0:0")
+	return conf, state
+}
 
-	type rotations struct {
-		runs, failed int
-		first        string
-	}
+// rotations counts the runs of a logrotate loop and keeps its first failure.
+type rotations struct {
+	runs, failed int
+	first        string
+}
+
+// logrotateLoop runs `logrotate -f` each time wait's channel fires, until the
+// returned stop is called; stop returns the counts. A run that fails or prints
+// anything counts as failed.
+func (r *renumberRig) logrotateLoop(lr, conf, state string, wait func() <-chan time.Time) (stop func() rotations) {
 	quit, done := make(chan struct{}), make(chan rotations, 1)
 	go func() {
 		var rs rotations
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
 		for {
 			select {
 			case <-quit:
 				done <- rs
 				return
-			case <-tick.C:
+			case <-wait():
 			}
 			out, err := exec.Command(lr, "-f", "-s", state, conf).CombinedOutput()
 			rs.runs++
@@ -469,19 +493,7 @@ func TestLogrotateNumberedUnderKill(t *testing.T) {
 			}
 		}
 	}()
-	const killPhase = 60 * time.Second
-	kills, inFlight := r.killLoop(killPhase)
-	close(quit)
-	rs := <-done
-	written := stopWriter()
-	r.finalOnce()
-	if rs.failed > 0 {
-		t.Errorf("%d of %d logrotate runs failed, the first: %s", rs.failed, rs.runs, rs.first)
-	}
-	if rs.runs < int(killPhase/(200*time.Millisecond)) {
-		t.Errorf("only %d logrotate runs in %s, want about ten a second", rs.runs, killPhase)
-	}
-	r.check("logrotate numbered", killPhase, written, kills, inFlight, fmt.Sprintf("; %d logrotate runs", rs.runs))
+	return func() rotations { close(quit); return <-done }
 }
 
 // TestOnceArchivesThousandsPastMaxAge: 1,500 closed segments older than

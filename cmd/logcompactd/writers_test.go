@@ -375,53 +375,21 @@ func TestRotatelogsRecipe(t *testing.T) {
 func TestLogrotateDateextRecipe(t *testing.T) {
 	lr := testutil.RequireTool(t, "logrotate")
 	r := newRigStream(t, rigStream{pattern: "app.log-*", order: "name", targetSize: "64KiB", maxHot: "512KiB"})
-	must(t, os.WriteFile(filepath.Join(r.hot, "app.log"), nil, 0o644))
-	conf, state := filepath.Join(r.root, "logrotate.conf"), filepath.Join(r.root, "logrotate.state")
-	must(t, os.WriteFile(conf, []byte(filepath.Join(r.hot, "app.log")+` {
-    rotate 100000
+	conf, state := r.logrotateConf(lr, `rotate 100000
     create
     missingok
     nocompress
     dateext
     dateformat -%Y%m%d-%H%M%S
-    nocopytruncate
-}
-`), 0o644))
-	must(t, os.Chmod(conf, 0o644))
-	if out, err := exec.Command(lr, "-d", "-s", state, conf).CombinedOutput(); err != nil ||
-		!strings.Contains(string(out), "rotating pattern: "+filepath.Join(r.hot, "app.log")) {
-		t.Fatalf("logrotate -d: %v\n%s", err, out)
-	}
+    nocopytruncate`)
 	stopWriter := r.startWriter("reopen:" + r.hot + ":10:0:0")
-	type rotations struct {
-		runs, failed int
-		first        string
-	}
-	quit, done := make(chan struct{}), make(chan rotations, 1)
-	go func() {
-		var rs rotations
-		for {
-			// 100 ms into the next wall-clock second: one run per second.
-			now := time.Now()
-			select {
-			case <-quit:
-				done <- rs
-				return
-			case <-time.After(now.Truncate(time.Second).Add(1100 * time.Millisecond).Sub(now)):
-			}
-			out, err := exec.Command(lr, "-f", "-s", state, conf).CombinedOutput()
-			rs.runs++
-			if err != nil || len(out) > 0 {
-				rs.failed++
-				if rs.first == "" {
-					rs.first = fmt.Sprintf("%v: %s", err, out)
-				}
-			}
-		}
-	}()
+	// 100 ms into the next wall-clock second: one run per second.
+	stopRotating := r.logrotateLoop(lr, conf, state, func() <-chan time.Time {
+		now := time.Now()
+		return time.After(now.Truncate(time.Second).Add(1100 * time.Millisecond).Sub(now))
+	})
 	kills, inFlight := r.killLoop(writerKillPhase)
-	close(quit)
-	rs := <-done
+	rs := stopRotating()
 	written := stopWriter()
 	r.finalOnce()
 	files := r.inStreamOrder("app.log")

@@ -469,9 +469,11 @@ func validate(c *Config) error {
 		return err
 	}
 	if _, err := os.Lstat(c.StateDir); err == nil {
-		if err := checkReachable("state_dir", c.StateDir); err != nil {
-			return err
+		d, err := fsx.OpenDir(c.StateDir)
+		if err != nil {
+			return keyErr("state_dir", "%v", err)
 		}
+		d.Close()
 	}
 	if len(c.Streams) == 0 {
 		return keyErr("streams", "at least one stream is required")
@@ -611,21 +613,26 @@ func validateLayout(c *Config) error {
 		if within(s.Dir, c.StateDir) {
 			return keyErr(k+".dir", "dir %s is inside state_dir %s", s.Dir, c.StateDir)
 		}
-		if err := checkDirOnDisk(k+".dir", s.Dir); err != nil {
+		if err := checkDirOnDisk(k+".dir", s.Dir, false); err != nil {
 			return err
 		}
-		if err := checkColdOnDisk(k+".archive.cold_dir", cold); err != nil {
+		if err := checkDirOnDisk(k+".archive.cold_dir", cold, true); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checkColdOnDisk refuses an existing cold dir that anyone but the daemon's
-// user could change (they could delete or replace archives, whose hot copies
-// are gone): owned by another user, or writable by group or others unless it
-// is sticky. A missing one is reported by the daemon when it archives.
-func checkColdOnDisk(key, dir string) error {
+// checkDirOnDisk refuses a dir that exists but is a symlink, not a directory,
+// or one the daemon would refuse to open (reached through a directory or
+// symlink another user can change: fsx.OpenDir). A managed dir must not be
+// world-writable without the sticky bit (anyone could plant files in it); a
+// cold dir (cold) must be the daemon's user's and writable by nobody else
+// unless sticky (fsx.Dir.OnlyOurs: they could delete archives whose hot copies
+// are gone). A missing dir is allowed: applications may create a managed dir
+// later (the scanner reports it until they do), and the daemon reports a
+// missing cold dir when it archives.
+func checkDirOnDisk(key, dir string, cold bool) error {
 	fi, err := os.Lstat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -639,44 +646,19 @@ func checkColdOnDisk(key, dir string) error {
 	if !fi.IsDir() {
 		return keyErr(key, "%s is not a directory", dir)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return keyErr(key, "%s is owned by uid %d, not by uid %d: its owner could delete archives", dir, st.Uid, os.Geteuid())
-	}
-	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
-		return keyErr(key, "%s is writable by group or others without the sticky bit: they could delete archives", dir)
-	}
-	return checkReachable(key, dir)
-}
-
-// checkDirOnDisk refuses a managed dir that exists but is a symlink, not a directory,
-// or world-writable without the sticky bit. A missing dir is allowed: applications
-// may create it later, and the scanner reports it each cycle until they do.
-func checkDirOnDisk(key, dir string) error {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return keyErr(key, "stat %s: %v", dir, err)
-	}
-	if fi.Mode()&os.ModeSymlink != 0 {
-		return keyErr(key, "%s is a symlink; configure the real directory", dir)
-	}
-	if !fi.IsDir() {
-		return keyErr(key, "%s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
-		return keyErr(key, "%s is world-writable without the sticky bit: anyone could plant files in it", dir)
-	}
-	return checkReachable(key, dir)
-}
-
-// checkReachable refuses a dir that the daemon would refuse to open: reached
-// through a directory (or symlink) another user can change (fsx.OpenDir).
-func checkReachable(key, dir string) error {
 	d, err := fsx.OpenDir(dir)
 	if err != nil {
 		return keyErr(key, "%v", err)
 	}
-	return d.Close()
+	defer d.Close()
+	if cold {
+		if err := d.OnlyOurs(true); err != nil {
+			return keyErr(key, "%v", err)
+		}
+		return nil
+	}
+	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return keyErr(key, "%s is world-writable without the sticky bit: anyone could plant files in it", dir)
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -46,7 +45,7 @@ func (c *coldTier) open(now time.Time) (*fsx.Dir, error) {
 	if err != nil {
 		return nil, c.failLocked(now, err)
 	}
-	if err := safeDir(fresh, true); err != nil {
+	if err := fresh.OnlyOurs(true); err != nil {
 		fresh.Close()
 		return nil, c.failLocked(now, err)
 	}
@@ -86,7 +85,7 @@ func (c *coldTier) stream(now time.Time, name string) (*fsx.Dir, error) {
 	}
 	sub, err := d.Sub(name, 0o750)
 	if err == nil {
-		if err = safeDir(sub, false); err != nil {
+		if err = sub.OnlyOurs(false); err != nil {
 			sub.Close()
 		}
 	}
@@ -102,24 +101,6 @@ func (c *coldTier) stream(now time.Time, name string) (*fsx.Dir, error) {
 		c.log.Info("stream's cold subdir usable again", zap.String("cold_dir", c.path), zap.String("stream", name))
 	}
 	return sub, nil
-}
-
-// safeDir refuses a cold directory that anyone but the daemon's user could
-// change: owned by another user, or writable by group or others — except, for
-// the cold dir itself (shared), a sticky dir that the daemon's user owns, where
-// others may create their own entries but not remove the daemon's.
-func safeDir(d *fsx.Dir, shared bool) error {
-	st, err := d.Stat(".")
-	if err != nil {
-		return err
-	}
-	if int(st.UID) != os.Geteuid() {
-		return fmt.Errorf("%s is owned by uid %d, not by uid %d: anyone who owns it can delete archives", d.Path(), st.UID, os.Geteuid())
-	}
-	if st.Mode&0o022 != 0 && !(shared && st.Mode&0o1000 != 0) {
-		return fmt.Errorf("%s is writable by group or others (mode %#o): they could delete or replace archives", d.Path(), st.Mode&0o7777)
-	}
-	return nil
 }
 
 func (c *coldTier) fail(now time.Time, err error) error {

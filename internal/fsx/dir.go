@@ -198,6 +198,24 @@ func (d *Dir) StillAt(path string) error {
 	return nil
 }
 
+// OnlyOurs refuses a directory that anyone but the caller's user could change
+// (delete or replace what it holds): owned by another user, or writable by
+// group or others — unless shared, and sticky: then others may add entries of
+// their own but not remove the caller's (like /tmp). The cold tier's rule.
+func (d *Dir) OnlyOurs(shared bool) error {
+	st, err := fstat(d.fd)
+	if err != nil {
+		return &os.PathError{Op: "stat dir", Path: d.path, Err: err}
+	}
+	if int(st.UID) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by uid %d: its owner could delete what it holds", d.path, st.UID, os.Geteuid())
+	}
+	if st.Mode&0o022 != 0 && !(shared && st.Mode&unix.S_ISVTX != 0) {
+		return fmt.Errorf("%s is writable by group or others (mode %#o): they could delete or replace what it holds", d.path, st.Mode&0o7777)
+	}
+	return nil
+}
+
 // Path is the path the directory was opened by, for messages.
 func (d *Dir) Path() string { return d.path }
 

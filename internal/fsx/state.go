@@ -40,15 +40,13 @@ func EnsureStateDir(path string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("state dir %s is not a directory (or is a symlink)", path)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return fmt.Errorf("stat state dir: %w", err)
+	d, err := OpenDir(path)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
 	}
-	if st.Uid != uint32(os.Geteuid()) {
-		return fmt.Errorf("state dir %s is owned by uid %d, not by us (uid %d)", path, st.Uid, os.Geteuid())
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("state dir %s is writable by others (mode %#o): refusing it", path, fi.Mode().Perm())
+	defer d.Close()
+	if err := d.OnlyOurs(false); err != nil {
+		return fmt.Errorf("state dir: %w", err)
 	}
 	return nil
 }
