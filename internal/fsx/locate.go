@@ -117,27 +117,41 @@ func (d *Dir) capture(r FileRef, temp string, accept func(Stat) bool) (string, e
 		if d.beforeCapture != nil {
 			d.beforeCapture(name)
 		}
-		if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
-			if errors.Is(err, unix.ENOENT) && try < captureRetries {
-				continue // renamed away between Locate and here: look again
-			}
-			return "", &os.PathError{Op: "capture", Path: d.path + "/" + name, Err: err}
+		kept, got, err := d.take(name, temp, func(st Stat) bool { return r.SameFile(st) && (accept == nil || accept(st)) })
+		if errors.Is(err, unix.ENOENT) && try < captureRetries {
+			continue // renamed away between Locate and here: look again
 		}
-		got, err := d.Stat(temp)
-		if err == nil && r.SameFile(got) && (accept == nil || accept(got)) {
+		if err != nil {
+			return "", err
+		}
+		if kept {
 			return name, nil
 		}
-		// Not what we meant to take (or r changed): give it its name back.
-		if perr := d.putBack(temp, name); perr != nil {
-			return "", perr
-		}
-		if err == nil && r.SameFile(got) {
+		if r.SameFile(got) {
 			return "", fmt.Errorf("%s in %s: %w", quote(name), d.path, ErrChanged)
 		}
 		if try >= captureRetries {
 			return "", fmt.Errorf("capture %s in %s: renamed under us %d times", quote(name), d.path, try)
 		}
 	}
+}
+
+// take takes the file at name away from it atomically (a rename to temp that
+// never replaces) and keeps it there if keep says so of what was taken; else
+// it gives the file its name back (putBack). It returns what it took; an error
+// satisfying errors.Is(err, unix.ENOENT) means nothing was at name.
+func (d *Dir) take(name, temp string, keep func(Stat) bool) (kept bool, got Stat, err error) {
+	if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
+		return false, Stat{}, &os.PathError{Op: "take", Path: d.path + "/" + name, Err: err}
+	}
+	got, err = d.Stat(temp)
+	if err == nil && keep(got) {
+		return true, got, nil
+	}
+	if perr := d.putBack(temp, name); perr != nil {
+		return false, got, perr // not taken back under its name: the error says where it is
+	}
+	return false, got, nil
 }
 
 // putBack returns a file a capture took by mistake to its name. Should a writer

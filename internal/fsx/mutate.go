@@ -158,17 +158,15 @@ func (d *Dir) Unlink(name string, want Stat) error {
 		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged} // not even touched
 	}
 	temp := tempName(tempDelete)
-	if err := unix.Renameat2(d.fd, name, d.fd, temp, unix.RENAME_NOREPLACE); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: err}
-	}
-	got, err := d.Stat(temp)
-	if err != nil || got.Kind != Regular || got.Dev != want.Dev || got.Ino != want.Ino || got.Btime != want.Btime {
-		if perr := d.putBack(temp, name); perr != nil {
-			return perr // not ErrChanged: the file had to be kept under another name
-		}
+	kept, _, err := d.take(name, temp, func(got Stat) bool {
+		return got.Kind == Regular && got.Dev == want.Dev && got.Ino == want.Ino && got.Btime == want.Btime
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return err // not ErrChanged: the file could not be given its name back, the error says where it is
+	case !kept:
 		return &os.PathError{Op: "unlink", Path: d.path + "/" + name, Err: ErrChanged}
 	}
 	return d.unlink(temp)
