@@ -532,21 +532,12 @@ func (j *Journal) Compact(limit int64) error {
 	if err != nil || fi.Size() < limit {
 		return err
 	}
-	buf := j.pendingRecords()
-	if err := j.d.ReplaceFile(j.name, buf, 0o600); err != nil {
+	if err := j.rewrite(j.d); err != nil {
 		// The rename may have happened: the open file may be the old,
 		// unlinked journal. Appending there would be appending nowhere.
 		j.failed = fmt.Errorf("%w: compact: %v", ErrJournalFailed, err)
 		return j.failed
 	}
-	fd, err := unix.Openat(j.d.fd, j.name, unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		j.failed = fmt.Errorf("%w: reopen after compact: %v", ErrJournalFailed, err)
-		return j.failed
-	}
-	j.f.Close()
-	j.f = os.NewFile(uintptr(fd), j.f.Name())
-	j.good = int64(len(buf))
 	return nil
 }
 
@@ -561,6 +552,13 @@ func (j *Journal) MoveTo(d *Dir) error {
 	if j.failed != nil {
 		return j.failed
 	}
+	return j.rewrite(d)
+}
+
+// rewrite replaces the journal in d with its pending ops, durably, and appends
+// there from then on (j.mu held). On an error the old file may already be
+// replaced: the caller decides what that means.
+func (j *Journal) rewrite(d *Dir) error {
 	buf := j.pendingRecords()
 	if err := d.ReplaceFile(j.name, buf, 0o600); err != nil {
 		return err
