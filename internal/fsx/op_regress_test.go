@@ -363,3 +363,40 @@ func TestENOSPCAtEveryJournalAppend(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverLeavesARunningOpAlone: recovery during run (for ops left pending)
+// must not touch an op a job is still working on: with a merge paused after
+// producing its output, Recover finds nothing to do, and the merge then
+// finishes with every byte once.
+func TestRecoverLeavesARunningOpAlone(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app-1.log", "a\n")
+	writeFile(t, v.path, "app-2.log", "b\n")
+	paused, resume := make(chan struct{}), make(chan struct{})
+	v.r.Fault = func(p string) {
+		if p == "merge:produced" {
+			close(paused)
+			<-resume
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.r.Run(context.Background(), v.spec("app-1~c1.log", false, "app-1.log", "app-2.log"))
+		done <- err
+	}()
+	<-paused
+	if n := v.r.Idle(); n != 0 {
+		t.Errorf("Idle = %d with the only pending op running", n)
+	}
+	st, err := v.r.Recover(v.resolver())
+	if err != nil || st.RolledBack+st.Finished+st.Stuck != 0 {
+		t.Errorf("Recover touched a running op: %+v, %v", st, err)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, v.path); got != "app-1~c1.log=a|b|  " {
+		t.Fatalf("dir: %s", got)
+	}
+}
