@@ -62,7 +62,7 @@ func crashChild(mode string) int {
 		compress := os.Getenv("LCD_ACRASH_COMPRESS")
 		_, err = r.env.Move(context.Background(), MoveJob{Stream: "app", Hot: r.hot, HotPath: r.hotPath, Cold: r.cold,
 			ColdPath: r.coldPath, Segment: fsx.RefOf(names[0], st), Output: ColdName(names[0], codec.Sniff(head[:n]), compress, 0),
-			Compress: compress})
+			Compress: compress, Encoding: codec.Sniff(head[:n])})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "move:", err)
 			return 1

@@ -37,6 +37,9 @@ type MoveJob struct {
 	// is, holes kept, whatever Compress says — compressing would read every
 	// byte of its holes.
 	Sparse bool
+	// Encoding is the segment's own (magic bytes), as planned: a gzip or zstd
+	// segment is archived as it is (Output carries one suffix, see ColdName).
+	Encoding codec.Encoding
 }
 
 // MoveResult describes a finished move.
@@ -55,7 +58,7 @@ type MoveResult struct {
 // reading the archive back (VerifyArchive) before the segment is removed by
 // identity.
 func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
-	asIs := j.Compress == "none" || j.Sparse || codec.Sniff(head(j)) != codec.Text
+	asIs := j.Compress == "none" || j.Sparse || j.Encoding != codec.Text
 	if asIs && j.Hot.Dev() == j.Cold.Dev() {
 		err := e.Ops.Move(ctx, fsx.MoveSpec{Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold, DstPath: j.ColdPath,
 			Input: j.Segment, Output: j.Output})
@@ -74,31 +77,12 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 	return MoveResult{Output: j.Output, Bytes: r.Read, Written: r.Commit.OutSize}, err
 }
 
-// head reads the first bytes of the segment, by identity (empty if unreadable:
-// the job then finds out properly).
-func head(j MoveJob) []byte {
-	name, st, err := j.Hot.Locate(j.Segment)
-	if err != nil {
-		return nil
-	}
-	f, err := j.Hot.OpenRead(name, st)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b := make([]byte, 4)
-	n, _ := f.ReadAt(b, 0)
-	return b[:n]
-}
-
 // copy streams the segment into out: through the compressor when it is text
 // and compress is gzip or zstd, else as it is.
 func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Input) (fsx.Commit, error) {
 	var c fsx.Commit
-	b := make([]byte, 4)
-	n, _ := in.File.ReadAt(b, 0)
 	var dst io.WriteCloser = nopCloser{out}
-	if enc := codec.Sniff(b[:n]); enc == codec.Text && j.Compress != "none" {
+	if j.Encoding == codec.Text && j.Compress != "none" {
 		// Two block encoders: a stream's archivals run one after another, so this
 		// is where one stream's archival gets a second core.
 		var err error

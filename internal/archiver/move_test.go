@@ -94,7 +94,8 @@ func (r *rig) job(t testing.TB, name, compress string) MoveJob {
 	n, _ := f.ReadAt(head, 0)
 	f.Close()
 	return MoveJob{Stream: "app", Hot: r.hot, HotPath: r.hotPath, Cold: r.cold, ColdPath: r.coldPath,
-		Segment: fsx.RefOf(name, st), Output: ColdName(name, codec.Sniff(head[:n]), compress, 0), Compress: compress}
+		Segment: fsx.RefOf(name, st), Output: ColdName(name, codec.Sniff(head[:n]), compress, 0), Compress: compress,
+		Encoding: codec.Sniff(head[:n])}
 }
 
 func decompress(t testing.TB, path, compress string) string {

@@ -26,13 +26,14 @@ const (
 
 // Job archives one segment.
 type Job struct {
-	Stream  string
-	Segment model.Segment
-	Kind    Kind
-	Urgent  bool   // overrides load deferral
-	Name    string // the archive's name in the stream's cold subdir (see ColdName)
-	Output  string // path relative to the cold dir: <stream>/<Name>
-	Reason  string
+	Stream   string
+	Segment  model.Segment
+	Kind     Kind
+	Urgent   bool           // overrides load deferral
+	Name     string         // the archive's name in the stream's cold subdir (see ColdName)
+	Encoding codec.Encoding // the segment's own encoding (magic bytes), as the namer found it
+	Output   string         // path relative to the cold dir: <stream>/<Name>
+	Reason   string
 }
 
 // Decision is the archival plan of one pass over every stream.
@@ -46,10 +47,11 @@ type Input struct {
 	Now        time.Time
 	Load       float64
 	PauseAbove float64
-	// ColdName names the archive of a segment (the caller knows the segment's
-	// encoding and the names already in the cold subdir); nil: ColdName of a
-	// text segment with no earlier archive of that name.
-	ColdName func(s *model.Stream, seg model.Segment) string
+	// ColdName names the archive of a segment and says the segment's encoding
+	// (the caller reads its magic bytes and knows the names already in the
+	// cold subdir); nil: ColdName of a text segment with no earlier archive of
+	// that name.
+	ColdName func(s *model.Stream, seg model.Segment) (string, codec.Encoding)
 }
 
 // candidates are the segments archival may take: the closed or consolidated
@@ -240,7 +242,7 @@ func Plan(streams []*model.Stream, in Input) Decision {
 	for _, j := range all {
 		s := byName[j.Stream]
 		if in.ColdName != nil {
-			j.Name = in.ColdName(s, j.Segment)
+			j.Name, j.Encoding = in.ColdName(s, j.Segment)
 		} else {
 			j.Name = ColdName(j.Segment.Name, codec.Text, s.Config.Archive.Compress, 0)
 		}

@@ -160,7 +160,7 @@ func (d *Daemon) coldNamer() *coldNamer {
 	return &coldNamer{d: d, taken: map[string]map[string]bool{}}
 }
 
-func (n *coldNamer) name(s *model.Stream, seg model.Segment) string {
+func (n *coldNamer) name(s *model.Stream, seg model.Segment) (string, codec.Encoding) {
 	taken := n.taken[s.Config.Name]
 	if taken == nil {
 		taken = n.list(s.Config)
@@ -175,7 +175,7 @@ func (n *coldNamer) name(s *model.Stream, seg model.Segment) string {
 		cand := archiver.ColdName(seg.Name, enc, compress, i)
 		if !taken[cand] {
 			taken[cand] = true
-			return cand
+			return cand, enc
 		}
 	}
 }

@@ -304,7 +304,7 @@ func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArch
 	start := time.Now()
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
 		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Segment: pa.input, Output: pa.job.Name,
-		Compress: a.Compress, Urgent: pa.job.Urgent, Sparse: pa.job.Segment.Sparse})
+		Compress: a.Compress, Urgent: pa.job.Urgent, Sparse: pa.job.Segment.Sparse, Encoding: pa.job.Encoding})
 	fields := []zap.Field{zap.String("stream", pa.stream.Name), zap.String("action", "archive"),
 		zap.String("segment", pa.job.Segment.Name), zap.String("output", filepath.Join(tier.path, pa.job.Output)),
 		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
