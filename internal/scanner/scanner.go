@@ -38,6 +38,9 @@ type Options struct {
 	ProcRoot string
 	// StatWorkers bounds the statx calls in flight; default 2×GOMAXPROCS.
 	StatWorkers int
+	// NamesOnly skips the "is it open for writing?" check (a lease per closed
+	// segment): for callers that need names and stats only (check).
+	NamesOnly bool
 }
 
 // Entry is one segment found by a scan.
@@ -290,7 +293,9 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 		}
 	}
 	Sort(res.Entries, res.Stream.Order)
-	s.checkWriters(d, res)
+	if !s.opts.NamesOnly {
+		s.checkWriters(d, res)
+	}
 }
 
 // statAll fills in the entries' stats (failed[i] when entry i could not be
