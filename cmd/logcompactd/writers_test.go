@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -186,6 +187,11 @@ func coldSegment(name, pattern string) string {
 	return name
 }
 
+// timeNamed is an archive of a renumbered segment: app.log.<N> with N
+// replaced by its mtime (UTC, ISO 8601 basic), maybe consolidated, maybe ".<k>"
+// for a taken name.
+var timeNamed = regexp.MustCompile(`^app\.log\.\d{8}T\d{6}\.\d{9}Z(~c\d+)?(\.\d+)?\.zst$`)
+
 // inStreamOrder checks that the stream read in its order — cold archives
 // sorted by the stream's order (of the segment names they come from, or of
 // their mtimes), then the hot segments, then tail (the writer's current files,
@@ -223,6 +229,22 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 			fi, err := e.Info()
 			must(t, err)
 			segs = append(segs, seg{filepath.Join(dir, e.Name()), name, fi.ModTime()})
+		}
+		if cold && r.stream.order == "mtime" {
+			// a renumbering writer's archives are named by time (archiver.TimeName):
+			// the names alone give the order, and none is a stale number
+			sort.SliceStable(segs, func(i, j int) bool { return segs[i].path < segs[j].path })
+			for _, s := range segs {
+				if !timeNamed.MatchString(filepath.Base(s.path)) {
+					t.Errorf("cold file %s is not named by its time", s.path)
+				}
+			}
+			for i := 1; i < len(segs); i++ {
+				if segs[i].mtime.Before(segs[i-1].mtime) {
+					t.Errorf("cold names and mtimes disagree: %s is older than %s", segs[i].path, segs[i-1].path)
+				}
+			}
+			return segs
 		}
 		sort.SliceStable(segs, func(i, j int) bool {
 			if r.stream.order == "mtime" && !segs[i].mtime.Equal(segs[j].mtime) {
@@ -401,4 +423,45 @@ func TestLogrotateDateextRecipe(t *testing.T) {
 	}
 	r.check("logrotate dateext", writerKillPhase, written, kills, inFlight,
 		fmt.Sprintf("; %d logrotate runs; %d files in stream order", rs.runs, len(files)))
+}
+
+// TestLogrotateRetentionLeavesConsolidatedAlone: the real logrotate's own
+// retention (rotate 1 or 2), numbered and dateext, deletes its old files but
+// never a consolidated segment (README "what each writer's retention does"):
+// the ~c<N> marker is outside the names it renumbers and globs.
+func TestLogrotateRetentionLeavesConsolidatedAlone(t *testing.T) {
+	lr := testutil.RequireTool(t, "logrotate")
+	for _, c := range []struct {
+		scheme, directives string
+		old                []string // the writer's old files, oldest first
+		consolidated       string
+		gone               []string // what its retention deletes
+	}{
+		{"numbered", "rotate 2\n    create",
+			[]string{"app.log.3", "app.log.2", "app.log.1"}, "app.log.2~c1", []string{"app.log.3"}},
+		{"dateext", "rotate 1\n    create\n    dateext\n    dateformat -%Y%m%d-%H%M%S",
+			[]string{"app.log-20261201-000001", "app.log-20261201-000002", "app.log-20261201-000003"},
+			"app.log-20261201-000002~c1", []string{"app.log-20261201-000001", "app.log-20261201-000002", "app.log-20261201-000003"}},
+	} {
+		t.Run(c.scheme, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, n := range append(append([]string{}, c.old...), c.consolidated, "app.log") {
+				must(t, os.WriteFile(filepath.Join(dir, n), []byte(n+"\n"), 0o644))
+			}
+			conf := filepath.Join(dir, "conf")
+			must(t, os.WriteFile(conf, []byte(filepath.Join(dir, "app.log")+" {\n    "+c.directives+"\n}\n"), 0o644))
+			if out, err := exec.Command(lr, "-f", "-s", filepath.Join(dir, "state"), conf).CombinedOutput(); err != nil || len(out) > 0 {
+				t.Fatalf("logrotate: %v %s", err, out)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, c.consolidated))
+			if err != nil || string(got) != c.consolidated+"\n" {
+				t.Errorf("logrotate's retention touched the consolidated %s: %q %v", c.consolidated, got, err)
+			}
+			for _, n := range c.gone {
+				if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil && string(b) == n+"\n" {
+					t.Errorf("%s kept: the retention did not run, the test proves nothing", n)
+				}
+			}
+		})
+	}
 }

@@ -73,6 +73,44 @@ func candidates(s *model.Stream) []model.Segment {
 	return out
 }
 
+// TimeName is the name an archive of segment starts from in a stream whose
+// writer renumbers its files (logrotate's numbered scheme, order: mtime): there
+// the trailing number says nothing once the file has left the hot dir, so it is
+// replaced by the segment's mtime in UTC, ISO 8601 basic format with
+// nanoseconds, and the cold subdir lists the stream in time order across any
+// number of renumberings. A consolidated marker and a compression extension are
+// kept in place. A name without a trailing ".<number>" is returned as it is.
+//
+//	app.log.4      -> app.log.20261202T134501.123456789Z
+//	app.log.4~c2   -> app.log.20261202T134501.123456789Z~c2
+//	app.log.12.gz  -> app.log.20261202T134501.123456789Z.gz
+func TimeName(segment string, mtime time.Time) string {
+	name, ext := segment, ""
+	for _, e := range []string{".gz", ".zst", ".bz2", ".xz"} { // logrotate's compress, compresscmd
+		if strings.HasSuffix(name, e) {
+			name, ext = strings.TrimSuffix(name, e), e
+			break
+		}
+	}
+	mark := ""
+	if i, j, ok := model.FindMarker(name); ok && j == len(name) {
+		name, mark = name[:i], name[i:]
+	}
+	i := len(name)
+	for i > 0 && name[i-1] >= '0' && name[i-1] <= '9' {
+		i--
+	}
+	if i == len(name) || i == 0 || name[i-1] != '.' {
+		return segment
+	}
+	stamp := mtime.UTC().Format("20060102T150405.000000000Z")
+	out := name[:i] + stamp + mark + ext
+	if len(out) > model.NameMax {
+		return segment
+	}
+	return out
+}
+
 // ColdName is the name a segment's archive gets in its stream's cold subdir
 // (README "Cold layout"): the segment's name with the extension of the
 // archive's encoding, added once. enc is the segment's own encoding (its magic

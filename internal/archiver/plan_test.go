@@ -244,3 +244,35 @@ func TestColdNameFitsNameMax(t *testing.T) {
 		t.Fatal("two archives of a long name collide")
 	}
 }
+
+func TestTimeNameReplacesTheWritersNumber(t *testing.T) {
+	mt := time.Date(2026, 12, 2, 13, 45, 1, 123456789, time.FixedZone("CET", 3600))
+	const stamp = "20261202T124501.123456789Z" // UTC
+	for _, c := range []struct{ in, want string }{
+		{"app.log.4", "app.log." + stamp},
+		{"app.log.12", "app.log." + stamp},
+		{"app.log.4~c2", "app.log." + stamp + "~c2"},
+		{"app.log.12.gz", "app.log." + stamp + ".gz"},
+		{"app.log.3~c1.zst", "app.log." + stamp + "~c1.zst"},
+		// not a renumbered name: kept
+		{"app.log-20261202-101010", "app.log-20261202-101010"},
+		{"app-7.log", "app-7.log"},
+		{"app.log", "app.log"},
+		{"4", "4"},
+		{"@400000006b0f1c4a3b9ac9ff.s", "@400000006b0f1c4a3b9ac9ff.s"},
+	} {
+		if got := TimeName(c.in, mt); got != c.want {
+			t.Errorf("TimeName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	// later mtimes sort later, whatever number the writer gave the file
+	a := TimeName("app.log.9", mt)
+	b := TimeName("app.log.1", mt.Add(time.Nanosecond))
+	c := TimeName("app.log.1", mt.Add(time.Second))
+	if !(a < b && b < c) {
+		t.Errorf("names not in time order: %q %q %q", a, b, c)
+	}
+	if long := strings.Repeat("x", 250) + ".1"; TimeName(long, mt) != long {
+		t.Errorf("a name past NAME_MAX was made")
+	}
+}

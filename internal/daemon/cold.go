@@ -145,8 +145,9 @@ func (c *coldTier) close() {
 	}
 }
 
-// coldNamer names the archives a pass plans (archiver.Input.ColdName): the
-// segment's encoding comes from its magic bytes (read through the scanner's
+// coldNamer names the archives a pass plans (archiver.Input.ColdName): in an
+// mtime-ordered stream the writer's trailing number becomes the segment's mtime
+// (archiver.TimeName); the segment's encoding comes from its magic bytes (read through the scanner's
 // directory, by identity), and a name already in the stream's cold subdir, or
 // given to another archive of this pass, gets the next ".N". plan prints these
 // names and the jobs use them as they are: a name taken meanwhile makes the job
@@ -171,8 +172,12 @@ func (n *coldNamer) name(s *model.Stream, seg model.Segment) (string, codec.Enco
 	if seg.Sparse {
 		compress = "none" // archived as it is, holes kept
 	}
+	base := seg.Name
+	if s.Config.Order == "mtime" { // a renumbering writer's name says nothing in cold: its time does
+		base = archiver.TimeName(seg.Name, seg.Mtime)
+	}
 	for i := 0; ; i++ {
-		cand := archiver.ColdName(seg.Name, enc, compress, i)
+		cand := archiver.ColdName(base, enc, compress, i)
 		if !taken[cand] {
 			taken[cand] = true
 			return cand, enc

@@ -31,6 +31,9 @@ func IsConsolidated(name string) bool {
 	return ok
 }
 
+// FindMarker locates the consolidated marker "~c<digits>" in name: [start, end).
+func FindMarker(name string) (start, end int, ok bool) { return findMarker(name) }
+
 // findMarker locates "~c<digits>" following a digit (or at the start of the name).
 func findMarker(name string) (start, end int, ok bool) {
 	for i := strings.LastIndex(name, marker); i >= 0; i = strings.LastIndex(name[:i], marker) {
