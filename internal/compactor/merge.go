@@ -29,6 +29,9 @@ type MergeJob struct {
 	Output       string
 	Compress     string // none|gzip|zstd
 	KeepInactive time.Duration
+	// Staged, if set, learns the output's identity before any scan can see it
+	// (fsx.Spec.Staged): the daemon's growth tracker must not count it as appended.
+	Staged func(fsx.FileRef)
 }
 
 // MergeResult describes a committed merge.
@@ -61,7 +64,7 @@ func (e *Env) Merge(ctx context.Context, j MergeJob) (MergeResult, error) {
 		return e.copyCompressed(ctx, codec.Parse(j.Compress), out, ins)
 	}
 	r, err := e.Ops.Run(ctx, fsx.Spec{Kind: fsx.KindMerge, Stream: j.Stream, Src: j.Dir, SrcPath: j.DirPath, Dst: j.Dir,
-		Inputs: j.Inputs, Output: j.Output, Produce: produce, Keep: j.KeepInactive > 0})
+		Inputs: j.Inputs, Output: j.Output, Produce: produce, Keep: j.KeepInactive > 0, Staged: j.Staged})
 	return MergeResult{Output: r.Output, Bytes: r.Read, Written: r.Commit.OutSize, Newlines: len(r.Commit.Newlines), Inactive: r.Kept}, err
 }
 

@@ -291,6 +291,10 @@ type Spec struct {
 	// Keep leaves the inputs in place after the commit (keep_inactive); FinishDue
 	// removes them later.
 	Keep bool
+	// Staged, if set, is told the output's identity once it is staged: under its
+	// temporary name, before it is published under a name a scan reads (an
+	// identity survives the rename).
+	Staged func(FileRef)
 }
 
 // Result describes an operation that committed.
@@ -350,6 +354,9 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 		return abort(err)
 	}
 	op.Created = &created
+	if s.Staged != nil {
+		s.Staged(created)
+	}
 	r.step(s.Kind, "created")
 
 	out := &Output{f: f, wb: NewWriteBehind(f, 0)}

@@ -122,6 +122,10 @@ func (t *Tracker) Touch(stream string, at time.Time) {
 // when it first appears its bytes are not counted as appended.
 func (t *Tracker) Adopt(id model.SegmentID) { t.adopted[id] = true }
 
+// Unadopt forgets an adoption whose output was never published (its job was
+// abandoned), so that adoptions do not pile up.
+func (t *Tracker) Unadopt(id model.SegmentID) { delete(t.adopted, id) }
+
 // SegmentRate is the smoothed growth of a segment in bytes/s (0 if unknown).
 func (t *Tracker) SegmentRate(stream string, id model.SegmentID) float64 {
 	if st, ok := t.streams[stream]; ok {
