@@ -119,8 +119,9 @@ func TestMakeInstallAndDeb(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(x, "DEBIAN/conffiles")); strings.TrimSpace(string(b)) != "/etc/logcompactd.yaml" {
 		t.Fatalf("conffiles %q", b)
 	}
-	if b, _ := os.ReadFile(filepath.Join(x, "DEBIAN/postinst")); !strings.Contains(string(b), "deb-systemd-helper enable logcompactd.service") {
-		t.Fatal("postinst does not enable the unit")
+	if b, _ := os.ReadFile(filepath.Join(x, "DEBIAN/postinst")); !strings.Contains(string(b), "deb-systemd-helper enable logcompactd.service") ||
+		!strings.Contains(string(b), "check --strict") {
+		t.Fatal("postinst does not enable the unit, or starts it without check --strict")
 	}
 	for _, p := range []string{"usr/bin/logcompactd", "lib/systemd/system/logcompactd.service", "usr/share/man/man8/logcompactd.8.gz", "etc/logcompactd.yaml"} {
 		if _, err := os.Stat(filepath.Join(x, p)); err != nil {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
@@ -20,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/control"
 	lcd "github.com/logcompactd/logcompactd/internal/daemon"
 	"github.com/logcompactd/logcompactd/internal/logging"
 )
@@ -67,29 +70,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
 	planCmd := &cobra.Command{
 		Use:   "plan",
-		Short: "print streams, segments, growth, predictions, priorities and the actions a pass would take; changes nothing",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return cmdPlan(g, asJSON, stdout, stderr) },
+		Short: "print streams, segments, growth, predictions, priorities and the actions decided; changes nothing",
+		Long: "plan shows the running daemon's last pass when a daemon answers on its control socket\n" +
+			"(<state_dir>/control.sock), and says so with its pid; with no daemon it makes one pass\n" +
+			"of its own, without saving, merging or archiving anything, and says that.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmdPlan(g, asJSON, stdout, stderr) },
 	}
 	planCmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (see README)")
+	var strict bool
+	checkCmd := &cobra.Command{Use: "check", Short: "validate the config and what it names on this host; changes nothing",
+		Long: "check loads the config as run would, then checks the host: each cold_dir exists and is usable,\n" +
+			"the metrics textfile's dir is writable. It warns (names and mtimes that disagree, metrics served\n" +
+			"beyond loopback, a managed dir not there yet). Exit 0: usable; 2: the config or the host cannot work\n" +
+			"(with --strict, also any warning).", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(g, strict, stdout, stderr) }}
+	checkCmd.Flags().BoolVar(&strict, "strict", false, "warnings fail too (exit 2): what the package's postinst uses")
+	var statusJSON bool
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "ask the running daemon how it is: last pass, streams, jobs, cold tiers, journal; changes nothing",
+		Long: "status asks the daemon that holds the state dir, over its control socket (<state_dir>/control.sock).\n" +
+			"It exits 1 when no daemon answers.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmdStatus(g, statusJSON, stdout) },
+	}
+	statusCmd.Flags().BoolVar(&statusJSON, "json", false, "print one JSON object (see README)")
 	root.AddCommand(
 		&cobra.Command{Use: "run", Short: "run the daemon in the foreground (the default)", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return cmdRun(g, stderr) }},
-		&cobra.Command{Use: "once", Short: "scan, update growth history, plan and log once, then exit", Args: cobra.NoArgs,
+		&cobra.Command{Use: "once", Short: "one pass: recover, scan, merge and archive what it decides, save growth history, log a summary, exit",
+			Long: "once changes the managed dirs as run would: it finishes unfinished operations, merges,\n" +
+				"archives and deletes archived or merged inputs. It ends with one summary line.", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return cmdOnce(g, stderr) }},
 		planCmd,
-		&cobra.Command{Use: "check", Short: "validate the config and exit", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				cfg, err := loadConfig(g)
-				if err != nil {
-					return err
-				}
-				for _, w := range lcd.OrderWarnings(cfg) {
-					fmt.Fprintf(stderr, "%s: warning: %s\n", cfg.File, w)
-				}
-				fmt.Fprintf(stdout, "%s: ok (%d streams)\n", cfg.File, len(cfg.Streams))
-				return nil
-			}},
+		statusCmd,
+		checkCmd,
 		&cobra.Command{Use: "version", Short: "print the version", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				fmt.Fprintf(stdout, "logcompactd %s\n", version)
@@ -167,6 +183,7 @@ func withDaemon(g *globals, stderr io.Writer, o lcd.Options, fn func(*lcd.Daemon
 	}
 	defer log.Sync() //nolint:errcheck
 	o.Logger = log
+	o.Version = version
 	d, err := lcd.Open(cfg, o)
 	if err != nil {
 		return err
@@ -227,6 +244,25 @@ func cmdOnce(g *globals, stderr io.Writer) error {
 }
 
 func cmdPlan(g *globals, asJSON bool, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return err
+	}
+	body, err := askDaemon(cfg, "/v1/plan")
+	switch {
+	case err == nil:
+		if asJSON {
+			_, err := stdout.Write(body)
+			return err
+		}
+		var r lcd.Report
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("the daemon's plan: %w", err)
+		}
+		return r.WriteTable(stdout)
+	case !errors.Is(err, control.ErrNoDaemon):
+		return err // a daemon runs but cannot be asked: a second computation could disagree with it
+	}
 	return withDaemon(g, stderr, lcd.Options{ReadOnly: true}, func(d *lcd.Daemon) error {
 		r := d.Plan()
 		if asJSON {
@@ -234,4 +270,57 @@ func cmdPlan(g *globals, asJSON bool, stdout, stderr io.Writer) error {
 		}
 		return r.WriteTable(stdout)
 	})
+}
+
+// askDaemon asks the daemon holding cfg's state dir for path.
+func askDaemon(cfg *config.Config, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return control.Get(ctx, control.SocketPath(cfg.StateDir), path)
+}
+
+func cmdStatus(g *globals, asJSON bool, stdout io.Writer) error {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return err
+	}
+	body, err := askDaemon(cfg, "/v1/status")
+	if errors.Is(err, control.ErrNoDaemon) {
+		return fmt.Errorf("no daemon is running for %s: nothing answers on %s", cfg.File, control.SocketPath(cfg.StateDir))
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var st lcd.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("the daemon's status: %w", err)
+	}
+	return st.WriteTable(stdout)
+}
+
+func cmdCheck(g *globals, strict bool, stdout, stderr io.Writer) error {
+	cfg, log, err := setup(g, io.Discard) // the log settings are checked as run would use them
+	if err != nil {
+		return err
+	}
+	_ = log.Sync()
+	problems, warnings := lcd.Check(cfg)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", cfg.File, w)
+	}
+	for _, p := range problems {
+		fmt.Fprintf(stderr, "%s: error: %s\n", cfg.File, p)
+	}
+	switch {
+	case len(problems) > 0:
+		return usageError{fmt.Errorf("%s: %d problems: the daemon could not do its work", cfg.File, len(problems))}
+	case strict && len(warnings) > 0:
+		return usageError{fmt.Errorf("%s: %d warnings (--strict)", cfg.File, len(warnings))}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d streams)\n", cfg.File, len(cfg.Streams))
+	return nil
 }

@@ -427,6 +427,7 @@ func listing(t *testing.T, dir string) string {
 
 func TestExitCodes(t *testing.T) {
 	e := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
 	cases := []struct {
 		name string
 		args []string
@@ -440,6 +441,8 @@ func TestExitCodes(t *testing.T) {
 		{"an unknown flag is a usage error", []string{"--verbose", "check"}, 2, "unknown flag"},
 		{"a bad --log-level is a usage error", []string{"--log-level", "loud", "once"}, 2, "log-level"},
 		{"a missing config file is exit 2 and named", []string{"--config", filepath.Join(e.dir, "missing.yaml"), "check"}, 2, "missing.yaml"},
+		{"check takes --log-level as run does", []string{"--log-level", "verbose", "check"}, 2, "log-level"},
+		{"check --strict of a config without warnings exits 0", []string{"check", "--strict"}, 0, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -453,6 +456,26 @@ func TestExitCodes(t *testing.T) {
 	must(t, os.WriteFile(e.config, []byte("compaction:\n  target_sise: 1MiB\n"), 0o644))
 	if _, stderr, code := e.cli("check"); code != 2 || !strings.Contains(stderr, e.config+":2: compaction.target_sise") {
 		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// A YAML syntax error: exit 2, file and line.
+	must(t, os.WriteFile(e.config, []byte("state_dir: /x\n\tstreams: []\n"), 0o644))
+	if _, stderr, code := e.cli("check"); code != 2 || !strings.Contains(stderr, e.config+":2: parse yaml: found a tab") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// A cold dir that does not exist: the config loads, but nothing would ever be
+	// archived: check exits 2 naming the key and the path.
+	ec := newEnv(t)
+	if _, stderr, code := ec.cli("check"); code != 2 || !strings.Contains(stderr, "archive.cold_dir: "+filepath.Join(ec.dir, "cold")+" does not exist") {
+		t.Fatalf("check with a missing cold dir: exit %d: %s", code, stderr)
+	}
+	// A warning (a managed dir not there yet) passes check, fails check --strict.
+	must(t, os.Remove(ec.logs))
+	must(t, os.Mkdir(filepath.Join(ec.dir, "cold"), 0o755))
+	if _, stderr, code := ec.cli("check"); code != 0 || !strings.Contains(stderr, "warning: streams[0].dir") {
+		t.Fatalf("check with a warning: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := ec.cli("check", "--strict"); code != 2 || !strings.Contains(stderr, "--strict") {
+		t.Fatalf("check --strict with a warning: exit %d: %s", code, stderr)
 	}
 	// A state dir path that is a file: the config is refused (exit 2), naming it.
 	e2 := newEnv(t)
@@ -507,6 +530,10 @@ func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
 		"streams[0].archive.cold_dir":        stream(", archive: {cold_dir: " + e.logs + "/cold}"),
 		"streams[0].compaction.min_segments": stream(", compaction: {min_segments: 1}"),
 		"log_format":                         "log_format: xml\n" + stream(""),
+		"streams[0].compaction.workers":      stream(", compaction: {workers: 4}"),
+		"streams[0].compaction.max_rate":     stream(", compaction: {max_rate: 1MiB/s}"),
+		"metrics.listen":                     "metrics: {listen: \"9100\"}\n" + stream(""),
+		"metrics.textfile":                   "metrics: {textfile: /var/lib/node_exporter/lcd.txt}\n" + stream(""),
 	}
 	for key, yaml := range cases {
 		t.Run(key, func(t *testing.T) {

@@ -285,6 +285,7 @@ func TestReloadFromAFIFOKeepsRunning(t *testing.T) {
 // order: mtime, and still exits 0; with order: mtime it says nothing.
 func TestCheckWarnsWhenNamesAndMtimesDisagree(t *testing.T) {
 	e := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
 	for _, n := range []int{1, 2, 3, 4} {
 		p := filepath.Join(e.logs, fmt.Sprintf("app.log.%d", n))
 		must(t, os.WriteFile(p, []byte("x\n"), 0o644))

@@ -60,6 +60,7 @@ type Decision struct {
 	Priority Priority
 	Jobs     []Job
 	Why      string // why there is no job, when there is none
+	Deferred bool   // no job because of load (Why says so)
 }
 
 // Input is what Plan needs beyond the stream snapshot.
@@ -106,6 +107,7 @@ func Plan(s *model.Stream, in Input) Decision {
 		return d
 	case in.Load >= in.PauseAbove:
 		d.Why = fmt.Sprintf("load %.2f ≥ pause_above %.2f: no new compaction", in.Load, in.PauseAbove)
+		d.Deferred = true
 		return d
 	case p.Value < c.Threshold:
 		d.Why = fmt.Sprintf("priority %.2f < threshold %.2f", p.Value, c.Threshold)

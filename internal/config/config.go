@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,7 +45,14 @@ type Config struct {
 	Load         LoadSettings  `mapstructure:"load"`
 	Compaction   Compaction    `mapstructure:"compaction"`
 	Archive      Archive       `mapstructure:"archive"`
+	Metrics      Metrics       `mapstructure:"metrics"`
 	Streams      []Stream      `mapstructure:"-"`
+}
+
+// Metrics says where Prometheus metrics go besides the control socket.
+type Metrics struct {
+	Listen   string `mapstructure:"listen"`   // host:port for /metrics over TCP; "" = off (default)
+	Textfile string `mapstructure:"textfile"` // absolute *.prom path rewritten atomically each pass; "" = off
 }
 
 // Growth configures the growth tracker.
@@ -210,7 +220,7 @@ func readConfigFile(path string) ([]byte, error) {
 func Parse(file string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &Error{File: file, Err: fmt.Errorf("parse yaml: %w", err)}
+		return nil, yamlError(file, err)
 	}
 	lines := map[string]int{}
 	if err := checkKeys(&root, lines); err != nil {
@@ -269,6 +279,23 @@ func Parse(file string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// yamlLine is the line number the YAML parser puts in its syntax errors.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// yamlError makes a YAML syntax error read "file:line: parse yaml: what".
+func yamlError(file string, err error) error {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: file, Line: line, Err: fmt.Errorf("parse yaml: %s", msg[len(m[0]):])}
+	}
+	return &Error{File: file, Err: fmt.Errorf("parse yaml: %s", strings.TrimPrefix(msg, "yaml: "))}
+}
+
+// GlobalOnly are the keys a stream may not override: the worker pool and the
+// copy budget are shared by every stream.
+var GlobalOnly = []string{"workers", "max_rate"}
+
 type rawStream struct {
 	Name       string         `mapstructure:"name"`
 	Dir        string         `mapstructure:"dir"`
@@ -287,6 +314,12 @@ func decodeStream(cfg *Config, r any) (Stream, error) {
 		Compaction: cfg.Compaction, Archive: cfg.Archive}
 	if s.Order == "" {
 		s.Order = "name"
+	}
+	for _, k := range GlobalOnly {
+		if _, set := rs.Compaction[k]; set {
+			return Stream{}, &keyedErr{key: "compaction." + k, err: errors.New(
+				"is global only (the worker pool and the copy budget are shared by all streams): set it under the top-level compaction")}
+		}
 	}
 	if err := decode(rs.Compaction, &s.Compaction); err != nil {
 		return Stream{}, prefixDecodeErr("compaction", err)
@@ -475,6 +508,9 @@ func validate(c *Config) error {
 		}
 		d.Close()
 	}
+	if err := validateMetrics(c.Metrics); err != nil {
+		return err
+	}
 	if len(c.Streams) == 0 {
 		return keyErr("streams", "at least one stream is required")
 	}
@@ -514,6 +550,43 @@ func validate(c *Config) error {
 		}
 	}
 	return validateLayout(c)
+}
+
+func validateMetrics(m Metrics) error {
+	if m.Listen != "" {
+		host, port, err := net.SplitHostPort(m.Listen)
+		if err != nil {
+			return keyErr("metrics.listen", "want host:port (127.0.0.1:9467), got %q: %v", m.Listen, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return keyErr("metrics.listen", "port %q is not a number in 1..65535", port)
+		}
+		if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			return keyErr("metrics.listen", "host %q is not an IP address (or localhost)", host)
+		}
+	}
+	if m.Textfile != "" {
+		if err := validatePath("metrics.textfile", m.Textfile); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(m.Textfile, ".prom") {
+			return keyErr("metrics.textfile", "%q must end in .prom (node_exporter's textfile collector reads only those)", m.Textfile)
+		}
+	}
+	return nil
+}
+
+// MetricsExposed says whether metrics.listen serves beyond loopback ("" if it
+// does not): check warns, as README does.
+func (m Metrics) MetricsExposed() string {
+	if m.Listen == "" {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(m.Listen)
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return ""
+	}
+	return fmt.Sprintf("metrics.listen %s serves /metrics beyond this host: keep it behind a firewall", m.Listen)
 }
 
 func validateCompaction(k string, c Compaction) error {

@@ -17,7 +17,8 @@ var archiveKeys = []string{"cold_dir", "time_to_archive", "max_hot_bytes", "low_
 
 // schema lists the keys each mapping may hold; nil means a scalar.
 var schema = map[string][]string{
-	"":           {"state_dir", "scan_interval", "log_level", "log_format", "growth", "load", "compaction", "archive", "streams"},
+	"":           {"state_dir", "scan_interval", "log_level", "log_format", "growth", "load", "compaction", "archive", "metrics", "streams"},
+	"metrics":    {"listen", "textfile"},
 	"growth":     {"window", "alpha", "horizon"},
 	"load":       {"enabled", "interval", "pause_above"},
 	"compaction": compactionKeys,

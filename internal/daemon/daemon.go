@@ -52,6 +52,8 @@ type Options struct {
 	Watchdog time.Duration
 	// Stall, when it fires, blocks the main loop forever (tests of the watchdog).
 	Stall <-chan struct{}
+	// Version is the build's, for status and logcompactd_build_info.
+	Version string
 }
 
 // Daemon is the wired set of subsystems for one config.
@@ -82,6 +84,16 @@ type Daemon struct {
 	ops         *fsx.Runner      // the operation layer every job runs through
 	recoverDirs []*fsx.Dir       // opened for recovery or FinishDue; closed after it
 	shrunkBytes map[string]int64 // per stream: bytes that vanished from shrinking segments
+	lastStreams []*model.Stream  // the last pass's snapshot (valid until the next pass)
+	lastReport  *Report          // the last pass's decisions, as run acted on them
+	lastPass    time.Duration    // how long it took
+	overCap     map[string]bool  // streams over their cap with nothing archivable, as last logged
+	deferring   map[string]bool  // streams with archival or compaction deferred, as last logged
+	metrics     *metrics
+	started     time.Time
+	asks        chan func() // control socket requests, run on the loop's goroutine
+	textfileAt  time.Time   // when metrics.textfile was last written
+	textfileErr string      // its last error, logged once
 	env         *compactor.Env
 	exec        *executor
 }
@@ -103,7 +115,9 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 		o.Notify = func(string) {}
 	}
 	d := &Daemon{cfg: cfg, opts: o, log: o.Logger, tracker: growth.NewTracker(growthOptions(cfg)),
-		last: map[string]scanner.Result{}, prev: map[string]string{}, segBuf: map[string][]model.Segment{}}
+		last: map[string]scanner.Result{}, prev: map[string]string{}, segBuf: map[string][]model.Segment{},
+		overCap: map[string]bool{}, deferring: map[string]bool{}, metrics: newMetrics(o.Version), started: o.Now(),
+		asks: make(chan func())}
 	if err := d.openState(); err != nil {
 		return nil, err
 	}
@@ -254,6 +268,9 @@ func (d *Daemon) SaveHistory() error {
 func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	now := d.opts.Now()
 	d.refreshPending()
+	if d.exec != nil {
+		d.adoptStaged() // before the scan that may see them
+	}
 	results := d.scanner.Scan(now, only, unchanged)
 	fsSeen := map[uint64]bool{}
 	obs := d.obsBuf
@@ -284,6 +301,10 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	d.obsBuf = obs[:0]
 	rep := d.plan(now)
 	rep.reread, rep.reused = reread, reused
+	rep.Source = "local"
+	d.lastPass = d.opts.Now().Sub(now)
+	d.lastReport = rep
+	d.metrics.observePass(d, d.lastStreams, rep, d.lastPass, now)
 	return rep
 }
 
@@ -301,6 +322,7 @@ func (d *Daemon) shrunk(r scanner.Result, sh growth.Shrink) {
 		d.shrunkBytes = map[string]int64{}
 	}
 	d.shrunkBytes[r.Stream.Name] += sh.From - sh.To
+	d.metrics.shrunk.WithLabelValues(r.Stream.Name).Add(float64(sh.From - sh.To))
 	d.log.Warn("a segment shrank: its writer truncated or replaced it, and these bytes vanished (copytruncate loses lines)",
 		zap.String("stream", r.Stream.Name), zap.ByteString("segment", []byte(name)), zap.Int64("from", sh.From),
 		zap.Int64("to", sh.To), zap.Int64("bytes", sh.From-sh.To), zap.Int64("stream_total_bytes", d.shrunkBytes[r.Stream.Name]))
@@ -440,6 +462,8 @@ func (d *Daemon) plan(now time.Time) *Report {
 			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, input: fsx.RefOf(j.Segment.Name, stat(j.Segment.Name))})
 		}
 		var why []string
+		var deferred []Action
+		overCap := false
 		priority := 0.0
 		if s.Err == "" {
 			var names map[string]bool // built on the first question: most passes ask none
@@ -473,11 +497,15 @@ func (d *Daemon) plan(now time.Time) *Report {
 				why = append(why, "compaction: "+cd.Why)
 			}
 			for _, j := range arch.Deferred[s.Config.Name] {
-				why = append(why, "archive "+j.Segment.Name+": "+j.Reason)
+				deferred = append(deferred, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
+			}
+			if cd.Deferred {
+				deferred = append(deferred, Action{Kind: "compact", Segments: []string{}, Reason: cd.Why})
 			}
 			if len(arch.Jobs[s.Config.Name]) == 0 && len(arch.Deferred[s.Config.Name]) == 0 {
-				why = append(why, fmt.Sprintf("archival: predicted %s at +%s within max_hot_bytes %s",
-					Bytes(s.PredictedBytes), s.Config.Archive.TimeToArchive, Bytes(float64(s.Config.Archive.MaxHotBytes))))
+				note, over := archivalNote(s)
+				why = append(why, note)
+				overCap = over
 			}
 		}
 		if d.journalErr != nil && len(actions) > 0 {
@@ -488,10 +516,40 @@ func (d *Daemon) plan(now time.Time) *Report {
 		sr := newStreamReport(s, d.detail)
 		sr.Priority = priority
 		sr.Actions = append(sr.Actions, actions...)
-		sr.why = why
+		sr.Notes = append(sr.Notes, why...)
+		sr.Deferred = append(sr.Deferred, deferred...)
+		sr.OverCap = overCap
 		rep.Streams = append(rep.Streams, sr)
 	}
+	d.lastStreams = streams
 	return rep
+}
+
+// archivalNote says why a stream archives nothing this pass; over is set when
+// its hot bytes are already over max_hot_bytes (and nothing can be archived).
+func archivalNote(s *model.Stream) (note string, over bool) {
+	a := s.Config.Archive
+	capB := float64(a.MaxHotBytes)
+	blocked := "no segment"
+	for _, seg := range s.Segments {
+		if seg.State != model.Closed && seg.State != model.Consolidated {
+			blocked = fmt.Sprintf("the oldest segment %s is %s", quoteName(seg.Name), seg.State)
+			if seg.Why != "" {
+				blocked += " (" + seg.Why + ")"
+			}
+			break
+		}
+	}
+	switch {
+	case float64(s.HotBytes) > capB:
+		return fmt.Sprintf("archival: hot %s over max_hot_bytes %s and nothing can be archived: %s",
+			Bytes(float64(s.HotBytes)), Bytes(capB), blocked), true
+	case s.PredictedBytes > capB:
+		return fmt.Sprintf("archival: predicted %s at +%s over max_hot_bytes %s, but nothing can be archived: %s",
+			Bytes(s.PredictedBytes), a.TimeToArchive, Bytes(capB), blocked), false
+	}
+	return fmt.Sprintf("archival: predicted %s at +%s within max_hot_bytes %s",
+		Bytes(s.PredictedBytes), a.TimeToArchive, Bytes(capB)), false
 }
 
 // statLookup finds entries' stats by name, building the index on the first
@@ -516,7 +574,7 @@ func statLookup(entries []scanner.Entry) func(name string) fsx.Stat {
 func Summary(r *Report) (streams, segments int, hot int64, actions int) {
 	for _, s := range r.Streams {
 		streams++
-		segments += s.count
+		segments += s.SegmentCount
 		hot += s.HotBytes
 		actions += len(s.Actions)
 	}
@@ -531,13 +589,14 @@ func (d *Daemon) logReport(r *Report) {
 		zap.Float64("load", r.Load), zap.Int("actions", actions), zap.Int("streams_reread", r.reread),
 		zap.Int("streams_reused", r.reused))
 	for _, s := range r.Streams {
-		if s.err != "" {
-			if d.prev[s.Name] != "err:"+s.err {
-				d.log.Warn("cannot scan stream", zap.String("stream", s.Name), zap.String("dir", s.Dir), zap.String("error", s.err))
+		if s.Error != "" {
+			if d.prev[s.Name] != "err:"+s.Error {
+				d.log.Warn("cannot scan stream", zap.String("stream", s.Name), zap.String("dir", s.Dir), zap.String("error", s.Error))
 			}
-			d.prev[s.Name] = "err:" + s.err
+			d.prev[s.Name] = "err:" + s.Error
 			continue
 		}
+		d.logTransitions(s)
 		var b strings.Builder
 		for _, a := range s.Actions {
 			fmt.Fprintf(&b, "%s %q %q;", a.Kind, a.Segments, a.Output)
@@ -553,6 +612,34 @@ func (d *Daemon) logReport(r *Report) {
 				zap.Strings("segments", a.Segments), zap.String("output", a.Output), zap.String("reason", a.Reason),
 				zap.Float64("growth_rate", s.GrowthRate), zap.Float64("predicted_bytes", s.PredictedBytes),
 				zap.Float64("priority", s.Priority), zap.Float64("load", r.Load))
+		}
+	}
+}
+
+// logTransitions logs, once when it starts and once when it ends, a stream
+// over its cap with nothing archivable (warn) and a deferral (info).
+func (d *Daemon) logTransitions(s StreamReport) {
+	if s.OverCap != d.overCap[s.Name] {
+		d.overCap[s.Name] = s.OverCap
+		if s.OverCap {
+			d.log.Warn("over max_hot_bytes and nothing can be archived", zap.String("stream", s.Name),
+				zap.Int64("hot_bytes", s.HotBytes), zap.Int64("cap_bytes", s.CapBytes), zap.Strings("why", s.Notes))
+		} else {
+			d.log.Info("no longer over max_hot_bytes with nothing archivable", zap.String("stream", s.Name),
+				zap.Int64("hot_bytes", s.HotBytes), zap.Int64("cap_bytes", s.CapBytes))
+		}
+	}
+	if deferring := len(s.Deferred) > 0; deferring != d.deferring[s.Name] {
+		d.deferring[s.Name] = deferring
+		if deferring {
+			reasons := make([]string, 0, len(s.Deferred))
+			for _, a := range s.Deferred {
+				reasons = append(reasons, a.Kind+" "+strings.Join(a.Segments, " ")+": "+a.Reason)
+			}
+			d.log.Info("actions deferred (logged again when they run)", zap.String("stream", s.Name),
+				zap.Int("deferred", len(s.Deferred)), zap.Strings("reasons", reasons))
+		} else {
+			d.log.Info("no action deferred any more", zap.String("stream", s.Name))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -78,7 +79,7 @@ func TestPlanJSONHasExactlyTheContractFields(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &top); err != nil {
 		t.Fatal(err)
 	}
-	if got := keys(top); got != "load,streams,time" {
+	if got := keys(top); got != "load,source,streams,time" || top["source"] != "local" {
 		t.Fatalf("top-level keys %s", got)
 	}
 	streams := top["streams"].([]any)
@@ -86,7 +87,7 @@ func TestPlanJSONHasExactlyTheContractFields(t *testing.T) {
 		t.Fatalf("%d streams", len(streams))
 	}
 	s := streams[0].(map[string]any)
-	if got := keys(s); got != "actions,dir,growth_rate,hot_bytes,name,pattern,predicted_bytes,priority,segments" {
+	if got := keys(s); got != "actions,cap_bytes,deferred,dir,growth_rate,horizon_seconds,hot_bytes,name,notes,over_cap,pattern,predicted_bytes,priority,segment_count,segments,skipped" {
 		t.Fatalf("stream keys %s", got)
 	}
 	seg := s["segments"].([]any)[0].(map[string]any)
@@ -103,7 +104,8 @@ func TestPlanJSONHasExactlyTheContractFields(t *testing.T) {
 		}
 	}
 	// A stream whose dir is missing still appears, with empty lists, not null.
-	if g := streams[1].(map[string]any); g["segments"] == nil || g["actions"] == nil {
+	if g := streams[1].(map[string]any); g["segments"] == nil || g["actions"] == nil || g["deferred"] == nil ||
+		g["notes"] == nil || g["skipped"] == nil || g["error"] == nil {
 		t.Fatalf("missing stream: %v", g)
 	}
 }
@@ -143,5 +145,63 @@ func TestRunStopsCleanlyOnCancel(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, historyName)); err != nil {
 		t.Fatalf("history not saved on stop: %v", err)
+	}
+}
+
+// TestReloadAppliesWorkers: compaction.workers changed by a reload sizes the
+// worker pool the next jobs share.
+func TestReloadAppliesWorkers(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := cap(d.exec.sem); got != cfg.Compaction.Workers {
+		t.Fatalf("%d workers at start, want %d", got, cfg.Compaction.Workers)
+	}
+	next := *cfg
+	next.Compaction.Workers = 5
+	d.exec.wait()
+	d.apply(&next)
+	if got := cap(d.exec.sem); got != 5 {
+		t.Fatalf("%d workers after a reload to 5", got)
+	}
+}
+
+// TestMetricsCoverTheContractAndTheAlertRules: after a pass, the registry has
+// every name README promises and every name packaging/prometheus/alerts.yaml
+// uses (the rules and the code cannot drift apart).
+func TestMetricsCoverTheContractAndTheAlertRules(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Plan()
+	have := map[string]bool{}
+	for _, n := range d.metrics.names() {
+		have[n] = true
+	}
+	rules, err := os.ReadFile("../../packaging/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`logcompactd_[a-z_]+`).FindAllString(string(rules), -1)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// README's metrics table: one `logcompactd_...` per row
+	want = append(want, regexp.MustCompile("(?m)^\\| `(logcompactd_[a-z_]+)").FindAllString(string(readme), -1)...)
+	if len(want) < 20 {
+		t.Fatalf("only %d names found in the rules and README's table", len(want))
+	}
+	for _, n := range want {
+		n = strings.TrimPrefix(n, "| `")
+		if !have[n] {
+			t.Errorf("%s is promised (README or alerts.yaml) but not exported", n)
+		}
 	}
 }

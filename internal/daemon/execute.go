@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,9 +35,10 @@ type plannedArchive struct {
 
 // outcome is reported back to the loop, which owns the growth tracker.
 type outcome struct {
-	stream string
-	output model.SegmentID
-	ok     bool
+	stream    string
+	output    model.SegmentID
+	ok        bool
+	discarded model.SegmentID // a staged output that was never published
 }
 
 // executor runs jobs on at most compaction.workers goroutines. Whoever submits
@@ -59,7 +61,75 @@ type executor struct {
 		busy     map[string]map[fsx.FileID]bool // inputs of running jobs, per stream
 		outcomes []outcome
 		merges   map[string]*backoff // per stream: merges that keep failing (ENOSPC on hot, ...)
+		running  map[*JobLine]time.Time
+		recent   []JobLine      // the last recentJobs finished, oldest first
+		tally    map[string]int // finished jobs by "op result" (once's summary)
+		staged   []model.SegmentID
 	}
+}
+
+// staged records a merge output's identity before it is published; the loop
+// adopts it before its next scan (takeStaged), so that the output never counts
+// as bytes appended to the stream, whenever the scan sees it.
+func (x *executor) staged(id model.SegmentID) {
+	x.mu.Lock()
+	x.mu.staged = append(x.mu.staged, id)
+	x.mu.Unlock()
+}
+
+// takeStaged returns and clears the staged outputs.
+func (x *executor) takeStaged() []model.SegmentID {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := x.mu.staged
+	x.mu.staged = nil
+	return out
+}
+
+// recentJobs is how many finished jobs status lists.
+const recentJobs = 20
+
+// begin records a job as running (status).
+func (x *executor) begin(j JobLine) *JobLine {
+	now := time.Now()
+	j.Started = now.UTC().Format(time.RFC3339Nano)
+	x.mu.Lock()
+	x.mu.running[&j] = now
+	x.mu.Unlock()
+	return &j
+}
+
+// end records how a job begun ended.
+func (x *executor) end(j *JobLine, result string, err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	j.Seconds = time.Since(x.mu.running[j]).Seconds()
+	delete(x.mu.running, j)
+	j.Result = result
+	x.mu.tally[j.Op+" "+result]++
+	if err != nil {
+		j.Error = err.Error()
+	}
+	x.mu.recent = append(x.mu.recent, *j)
+	if len(x.mu.recent) > recentJobs {
+		x.mu.recent = slices.Delete(x.mu.recent, 0, len(x.mu.recent)-recentJobs)
+	}
+}
+
+// jobs lists the running jobs (oldest first) and the recent finished ones.
+func (x *executor) jobs() (running, recent []JobLine) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	js := make([]*JobLine, 0, len(x.mu.running))
+	for j := range x.mu.running {
+		js = append(js, j)
+	}
+	slices.SortFunc(js, func(a, b *JobLine) int { return x.mu.running[a].Compare(x.mu.running[b]) })
+	running = make([]JobLine, 0, len(js))
+	for _, j := range js {
+		running = append(running, *j)
+	}
+	return running, append([]JobLine{}, x.mu.recent...)
 }
 
 func newExecutor(d *Daemon) *executor {
@@ -68,7 +138,17 @@ func newExecutor(d *Daemon) *executor {
 		ready: make(chan struct{}, 1)}
 	x.mu.busy = map[string]map[fsx.FileID]bool{}
 	x.mu.merges = map[string]*backoff{}
+	x.mu.running = map[*JobLine]time.Time{}
+	x.mu.tally = map[string]int{}
 	return x
+}
+
+// resize sets the number of workers (compaction.workers on reload). Only while
+// no job runs: the caller waited for them (wait).
+func (x *executor) resize(workers int) {
+	if cap(x.sem) != workers {
+		x.sem = make(chan struct{}, workers)
+	}
 }
 
 // mergeBackoff returns the stream's merge back-off (under x.mu).
@@ -252,13 +332,32 @@ func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
 	}
 	c := pm.stream.Compaction
 	start := time.Now()
+	jl := x.begin(JobLine{Op: "compact", Stream: pm.stream.Name, Segments: names, Output: pm.job.Output})
+	var stagedID model.SegmentID
 	res, err := x.d.env.Merge(x.ctx, compactor.MergeJob{Stream: pm.stream.Name, Dir: dir, DirPath: pm.stream.Dir,
-		Inputs: pm.inputs, Output: pm.job.Output, Compress: c.Compress, KeepInactive: c.KeepInactive})
+		Inputs: pm.inputs, Output: pm.job.Output, Compress: c.Compress, KeepInactive: c.KeepInactive,
+		Staged: func(r fsx.FileRef) {
+			stagedID = model.SegmentID{Dev: r.Dev, Ino: r.Ino, Gen: r.Gen}
+			x.staged(stagedID)
+		}})
 	fields := []zap.Field{zap.String("stream", pm.stream.Name), zap.String("action", "compact"),
 		zap.Strings("segments", names), zap.String("output", pm.job.Output), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Int("newlines_inserted", res.Newlines),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pm.reason)}
 	committed := res.Output.Name != ""
+	result := "ok"
+	switch {
+	case err != nil && (committed || !transient(err)):
+		result = "failed"
+	case err != nil:
+		result = "abandoned"
+	}
+	x.d.metrics.job("compact", pm.stream.Name, result, res.Bytes, time.Since(start))
+	var discarded model.SegmentID
+	if !committed {
+		discarded = stagedID
+	}
+	x.end(jl, result, err)
 	switch {
 	case err != nil && committed:
 		x.d.log.Error("merged, but its inputs are not all removed: the operation stays in the journal", append(fields, zap.Error(err))...)
@@ -277,7 +376,7 @@ func (x *executor) run(dir *fsx.Dir, pm plannedMerge) {
 			}
 		}
 		x.d.log.Check(lvl, "merge abandoned, inputs intact").Write(append(fields, zap.Error(err))...)
-		x.report(outcome{stream: pm.stream.Name})
+		x.report(outcome{stream: pm.stream.Name, discarded: discarded})
 		return
 	case res.Inactive:
 		x.d.log.Info("merged; inputs inactive for keep_inactive", fields...)
@@ -302,6 +401,8 @@ func (x *executor) mergeSucceeded(stream string) {
 func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) bool {
 	a := pa.stream.Archive
 	start := time.Now()
+	jl := x.begin(JobLine{Op: "archive", Stream: pa.stream.Name, Segments: []string{pa.job.Segment.Name},
+		Output: filepath.Join(tier.path, pa.job.Output)})
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
 		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Segment: pa.input, Output: pa.job.Name,
 		Compress: a.Compress, Urgent: pa.job.Urgent, Sparse: pa.job.Segment.Sparse, Encoding: pa.job.Encoding})
@@ -310,8 +411,17 @@ func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArch
 		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}
+	result := "ok"
+	switch {
+	case err != nil && (transient(err) || errors.Is(err, fsx.ErrInputMissing)):
+		result = "abandoned"
+	case err != nil:
+		result = "failed"
+	}
+	x.d.metrics.job("archive", pa.stream.Name, result, res.Bytes, time.Since(start))
+	x.end(jl, result, err)
 	if err != nil {
-		if !transient(err) && !errors.Is(err, fsx.ErrInputMissing) {
+		if result == "failed" {
 			tier.fail(x.d.opts.Now(), err) // ENOSPC, EACCES, EROFS, EIO...: back off
 		}
 		x.d.log.Warn("archival not finished, segment stays hot unless the log says it was archived; later ones wait", append(fields, zap.Error(err))...)

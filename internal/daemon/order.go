@@ -1,10 +1,16 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
@@ -39,4 +45,60 @@ func mtimeInversions(es []scanner.Entry) int {
 		}
 	}
 	return n
+}
+
+// Check is what `check` says of a valid config on this host, beyond what
+// loading it already refuses: problems make the daemon unable to do its work
+// (a cold dir that is missing or unusable: nothing would ever be archived);
+// warnings are what an operator should know (names and mtimes that disagree,
+// metrics served beyond loopback, a managed dir that does not exist yet).
+// It changes nothing.
+func Check(cfg *config.Config) (problems, warnings []string) {
+	seen := map[string]bool{}
+	for i, s := range cfg.Streams {
+		key := "archive.cold_dir"
+		if s.Archive.ColdDir != cfg.Archive.ColdDir {
+			key = fmt.Sprintf("streams[%d].archive.cold_dir", i)
+		}
+		if p := filepath.Clean(s.Archive.ColdDir); !seen[p] {
+			seen[p] = true
+			if err := coldUsable(p); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v: nothing would be archived", key, err))
+			}
+		}
+		if _, err := os.Lstat(s.Dir); errors.Is(err, os.ErrNotExist) {
+			warnings = append(warnings, fmt.Sprintf("streams[%d].dir: %s does not exist yet (reported every pass until it does)", i, s.Dir))
+		}
+	}
+	if t := cfg.Metrics.Textfile; t != "" {
+		if fi, err := os.Stat(filepath.Dir(t)); err != nil || !fi.IsDir() {
+			problems = append(problems, fmt.Sprintf("metrics.textfile: its dir %s is not a directory (%v)", filepath.Dir(t), err))
+		} else if err := unix.Access(filepath.Dir(t), unix.W_OK); err != nil {
+			problems = append(problems, fmt.Sprintf("metrics.textfile: cannot write in %s: %v", filepath.Dir(t), err))
+		}
+	}
+	if w := cfg.Metrics.MetricsExposed(); w != "" {
+		warnings = append(warnings, w)
+	}
+	warnings = append(warnings, OrderWarnings(cfg)...)
+	return problems, warnings
+}
+
+// coldUsable says why a cold dir cannot take archives now, or nil.
+func coldUsable(path string) error {
+	d, err := fsx.OpenDir(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s does not exist (logcompactd does not create it: mkdir it, or mount the cold filesystem)", path)
+		}
+		return err
+	}
+	defer d.Close()
+	if err := d.OnlyOurs(true); err != nil {
+		return err
+	}
+	if err := unix.Access(path, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("%s: cannot create files in it: %w", path, err)
+	}
+	return nil
 }

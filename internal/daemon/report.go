@@ -11,10 +11,13 @@ import (
 	"github.com/logcompactd/logcompactd/internal/model"
 )
 
-// Report is the `plan --json` contract (SPEC §11): exactly these fields.
+// Report is the `plan --json` and `status --json` contract (README): the
+// decisions of one pass, with why there are none and what is held back.
 type Report struct {
 	Time    string         `json:"time"`
 	Load    float64        `json:"load"`
+	Source  string         `json:"source"`        // "daemon": the running daemon's last pass; "local": computed by this command
+	PID     int            `json:"pid,omitempty"` // the daemon's, when Source is "daemon"
 	Streams []StreamReport `json:"streams"`
 
 	reread, reused int // streams read from disk, and vouched unchanged by inotify
@@ -25,20 +28,21 @@ type StreamReport struct {
 	Name           string          `json:"name"`
 	Dir            string          `json:"dir"`
 	Pattern        string          `json:"pattern"`
+	Error          string          `json:"error,omitempty"` // why the stream could not be scanned
 	HotBytes       int64           `json:"hot_bytes"`
+	CapBytes       int64           `json:"cap_bytes"` // archive.max_hot_bytes
 	GrowthRate     float64         `json:"growth_rate"`
+	HorizonSeconds float64         `json:"horizon_seconds"` // archive.time_to_archive
 	PredictedBytes float64         `json:"predicted_bytes"`
 	Priority       float64         `json:"priority"`
+	SegmentCount   int             `json:"segment_count"`
 	Segments       []SegmentReport `json:"segments"`
 	Actions        []Action        `json:"actions"`
-
-	// For the human table only.
-	count     int // segments, also when Segments is left empty (run, once)
-	err       string
-	why       []string
-	foreign   []string
-	horizon   time.Duration
-	whyActive map[string]string
+	Deferred       []Action        `json:"deferred"` // decided, held back (load); each reason says why
+	Notes          []string        `json:"notes"`    // why there is no action of a kind
+	// OverCap: hot bytes are over max_hot_bytes and nothing can be archived now.
+	OverCap bool     `json:"over_cap"`
+	Skipped []string `json:"skipped"` // names like segments that are not (links, FIFOs, ...)
 }
 
 // SegmentReport is one segment of the report.
@@ -46,6 +50,7 @@ type SegmentReport struct {
 	Name          string  `json:"name"`
 	Size          int64   `json:"size"`
 	State         string  `json:"state"`
+	Why           string  `json:"why,omitempty"` // why it is active
 	GrowthRate    float64 `json:"growth_rate"`
 	PredictedSize float64 `json:"predicted_size"`
 	Priority      float64 `json:"priority"`
@@ -63,21 +68,24 @@ type Action struct {
 // (at 100,000 segments they are most of a pass's allocations, and only plan shows them).
 func newStreamReport(s *model.Stream, detail bool) StreamReport {
 	r := StreamReport{Name: s.Config.Name, Dir: s.Config.Dir, Pattern: s.Config.Pattern,
-		HotBytes: s.HotBytes, GrowthRate: s.GrowthRate, PredictedBytes: s.PredictedBytes,
-		Segments: []SegmentReport{}, Actions: []Action{}, err: s.Err, foreign: s.Foreign,
-		horizon: s.Config.Archive.TimeToArchive, whyActive: map[string]string{}, count: len(s.Segments)}
-	if !detail {
-		return r
-	}
-	r.Segments = make([]SegmentReport, 0, len(s.Segments))
-	for _, seg := range s.Segments {
-		r.Segments = append(r.Segments, SegmentReport{Name: seg.Name, Size: seg.Size, State: string(seg.State),
-			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})
-		if seg.Why != "" {
-			r.whyActive[seg.Name] = seg.Why
-		}
+		HotBytes: s.HotBytes, CapBytes: int64(s.Config.Archive.MaxHotBytes), GrowthRate: s.GrowthRate,
+		PredictedBytes: s.PredictedBytes, Segments: []SegmentReport{}, Actions: []Action{}, Deferred: []Action{},
+		Notes: []string{}, Error: s.Err, Skipped: append([]string{}, s.Foreign...),
+		HorizonSeconds: s.Config.Archive.TimeToArchive.Seconds(), SegmentCount: len(s.Segments)}
+	if detail {
+		r.Segments = segmentRows(s)
 	}
 	return r
+}
+
+// segmentRows is a row per segment of s.
+func segmentRows(s *model.Stream) []SegmentReport {
+	rows := make([]SegmentReport, 0, len(s.Segments))
+	for _, seg := range s.Segments {
+		rows = append(rows, SegmentReport{Name: seg.Name, Size: seg.Size, State: string(seg.State), Why: seg.Why,
+			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})
+	}
+	return rows
 }
 
 // WriteJSON writes the report as one JSON object.
@@ -91,20 +99,25 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // the actions with their reasons (or why there are none).
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "plan at %s, system load L=%.2f\n", r.Time, r.Load)
+	if r.Source == "daemon" {
+		fmt.Fprintf(w, "(the running daemon's last pass, pid %d)\n", r.PID)
+	} else {
+		fmt.Fprintln(w, "(computed by this command: no daemon answers on the control socket)")
+	}
 	for _, s := range r.Streams {
 		fmt.Fprintf(w, "\nstream %s  dir=%s  pattern=%s\n", s.Name, s.Dir, s.Pattern)
-		if s.err != "" {
-			fmt.Fprintf(w, "  error: %s\n", s.err)
+		if s.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", s.Error)
 			continue
 		}
 		fmt.Fprintf(w, "  hot %s  growth %s/s  predicted at +%s %s  compaction priority %.2f\n",
-			Bytes(float64(s.HotBytes)), Bytes(s.GrowthRate), s.horizon, Bytes(s.PredictedBytes), s.Priority)
+			Bytes(float64(s.HotBytes)), Bytes(s.GrowthRate), time.Duration(s.HorizonSeconds*float64(time.Second)), Bytes(s.PredictedBytes), s.Priority)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SEGMENT\tSIZE\tSTATE\tGROWTH/s\tPREDICTED\tPRIORITY\t")
 		for _, seg := range s.Segments {
 			state := seg.State
-			if why := s.whyActive[seg.Name]; why != "" {
-				state += " (" + why + ")"
+			if seg.Why != "" {
+				state += " (" + seg.Why + ")"
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2f\t\n", quoteName(seg.Name), Bytes(float64(seg.Size)), state,
 				Bytes(seg.GrowthRate), Bytes(seg.PredictedSize), seg.Priority)
@@ -112,7 +125,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		for _, f := range s.foreign {
+		for _, f := range s.Skipped {
 			fmt.Fprintf(w, "  skipped %s: not a single-link regular file on this filesystem\n", quoteName(f))
 		}
 		for i := 0; i < len(s.Actions); {
@@ -131,8 +144,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, "  -> %s %s => %s\n     because %s\n", a.Kind, listNames(names), out, a.Reason)
 			i = j
 		}
+		for _, a := range s.Deferred {
+			fmt.Fprintf(w, "  .. deferred %s %s => %s\n     because %s\n", a.Kind, listNames(a.Segments), quoteName(a.Output), a.Reason)
+		}
+		if s.OverCap {
+			fmt.Fprintf(w, "  !! over the cap: hot %s > max_hot_bytes %s and nothing can be archived now\n",
+				Bytes(float64(s.HotBytes)), Bytes(float64(s.CapBytes)))
+		}
 		if len(s.Actions) == 0 {
-			fmt.Fprintf(w, "  -> no action: %s\n", strings.Join(s.why, "; "))
+			fmt.Fprintf(w, "  -> no action: %s\n", strings.Join(s.Notes, "; "))
 		}
 	}
 	return nil

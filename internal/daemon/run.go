@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,7 +30,46 @@ func (d *Daemon) Once() (*Report, error) {
 	d.act()
 	d.exec.wait()
 	d.drain()
-	return r, errors.Join(rerr, d.journalFailure(), d.SaveHistory())
+	err := errors.Join(rerr, d.journalFailure(), d.SaveHistory())
+	d.onceSummary(r, err)
+	return r, err
+}
+
+// onceSummary is the one line every `once` ends with: what it decided, did,
+// held back and could not do, so that a timer's journal always tells.
+func (d *Daemon) onceSummary(r *Report, err error) {
+	decided, deferred, overCap, scanErr := 0, 0, 0, 0
+	var why []string
+	for _, s := range r.Streams {
+		decided += len(s.Actions)
+		deferred += len(s.Deferred)
+		if s.OverCap {
+			overCap++
+		}
+		if s.Error != "" {
+			scanErr++
+		}
+		for _, a := range s.Deferred {
+			why = append(why, s.Name+": "+a.Kind+" "+strings.Join(a.Segments, " ")+": "+a.Reason)
+		}
+	}
+	d.exec.mu.Lock()
+	t := maps.Clone(d.exec.mu.tally)
+	d.exec.mu.Unlock()
+	fields := []zap.Field{zap.Int("streams", len(r.Streams)), zap.Int("decided", decided),
+		zap.Int("merged", t["compact ok"]), zap.Int("merges_abandoned", t["compact abandoned"]),
+		zap.Int("merges_failed", t["compact failed"]), zap.Int("archived", t["archive ok"]),
+		zap.Int("archivals_abandoned", t["archive abandoned"]), zap.Int("archivals_failed", t["archive failed"]),
+		zap.Int("deferred", deferred), zap.Strings("deferred_because", why), zap.Int("streams_over_cap_unarchivable", overCap),
+		zap.Int("streams_not_scanned", scanErr)}
+	lvl := zap.InfoLevel
+	if err != nil || overCap > 0 || scanErr > 0 || t["compact failed"]+t["archive failed"] > 0 {
+		lvl = zap.WarnLevel
+		if err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+	}
+	d.log.Check(lvl, "once done").Write(fields...)
 }
 
 // Recover runs recovery of the intent journal (before the first scan), then
@@ -297,10 +338,23 @@ func (d *Daemon) drain() {
 	if d.exec == nil {
 		return
 	}
-	for _, o := range d.exec.take() {
+	outs := d.exec.take()
+	d.adoptStaged() // after take: a job stages its output before it reports
+	for _, o := range outs {
 		if o.ok {
 			d.tracker.Adopt(o.output)
 		}
+		if o.discarded != (model.SegmentID{}) {
+			d.tracker.Unadopt(o.discarded)
+		}
+	}
+}
+
+// adoptStaged adopts the merge outputs staged since the last call: whenever a
+// scan sees one, it is not bytes appended to the stream.
+func (d *Daemon) adoptStaged() {
+	for _, id := range d.exec.takeStaged() {
+		d.tracker.Adopt(id)
 	}
 }
 
@@ -350,6 +404,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 	if err := d.Recover(); err != nil {
 		d.log.Error("continuing with unfinished operations left as they are", zap.Error(err))
 	}
+	stopControl := d.serveControl(ctx)
+	defer stopControl()
 	var results <-chan struct{}
 	if d.exec != nil {
 		results = d.exec.ready
@@ -368,6 +424,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		}
 		d.act()
 		d.opts.Notify(d.status(r))
+		d.writeTextfile(false)
 		if d.opts.Now().Sub(d.saved) >= saveEvery(d.cfg) {
 			if err := d.SaveHistory(); err != nil {
 				d.log.Error("cannot save growth history", zap.Error(err))
@@ -414,9 +471,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 				d.exec.close() // running merges stop at a safe point
 				d.drain()
 			}
+			d.writeTextfile(true)
 			return d.SaveHistory()
 		case <-results:
 			d.drain()
+		case fn := <-d.asks:
+			fn()
 		case <-tick.C:
 			// Every dir with no event since the last pass is known unchanged and not
 			// re-read; the others, and every dir every fullScanEvery, are.
@@ -444,6 +504,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 				if d.exec != nil {
 					d.exec.wait() // jobs hold cloned dir fds; let them finish under the old config
 					d.drain()
+				}
+				if cfg.Metrics.Listen != d.cfg.Metrics.Listen {
+					d.log.Warn("reload: metrics.listen changes need a restart; keeping the old one", zap.String("listen", d.cfg.Metrics.Listen))
+					cfg.Metrics.Listen = d.cfg.Metrics.Listen
 				}
 				d.apply(cfg)
 				if w != nil {
@@ -495,4 +559,8 @@ func (d *Daemon) apply(cfg *config.Config) {
 	if d.env != nil {
 		d.env.Pacer.SetMax(float64(cfg.Compaction.MaxRate), d.probe.Load())
 	}
+	if d.exec != nil {
+		d.exec.resize(cfg.Compaction.Workers) // Run waited for every job before apply
+	}
+	d.metrics.forget() // streams and cold dirs may be gone; the next pass sets what is
 }
