@@ -15,12 +15,21 @@ DEB_VERSION ?= $(shell git describe --tags 2>/dev/null | sed 's/^v//' || true)
 
 SOAK     ?= 10m
 
-.PHONY: all build test unit fuzz lint demo bench soak clean install deb
+.PHONY: all build man test unit fuzz lint demo bench soak clean install deb
 
 all: build
 
+# Stripped (-s -w: Go keeps what a panic's stack trace needs) and position-independent.
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/logcompactd
+	$(GO) build -trimpath -buildmode=pie -ldflags '-s -w $(LDFLAGS)' -o $(BIN) ./cmd/logcompactd
+
+# The man pages, from docs/*.md (go-md2man, a tool in go.mod): reproducible, no
+# build date; the version is the binary's.
+man: $(BIN)
+	mkdir -p bin/man
+	for p in logcompactd.8 logcompactd.yaml.5; do \
+	  $(GO) tool go-md2man -in docs/$$p.md | sed 's/@VERSION@/$(VERSION)/' > bin/man/$$p || exit 1; \
+	done
 
 # Everything CI runs: formatting, vet, staticcheck, the race-enabled tests (some
 # need root: under CI=true they fail rather than skip), and a brief run of every fuzzer.
@@ -62,14 +71,17 @@ bench:
 	./scripts/bench.sh
 
 # Installs the binary, the systemd unit (ExecStart pointing at PREFIX), the man
-# page, the config (never over an existing one) and the state dir.
-install: build
+# pages, the license, the config (never over an existing one) and the state dir.
+install: build man
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/logcompactd
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/bin/logcompactd|$(PREFIX)/bin/logcompactd|g' packaging/systemd/logcompactd.service > $(DESTDIR)$(UNITDIR)/logcompactd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/logcompactd.service
-	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
-	$(BIN) man | gzip -9n > $(DESTDIR)$(PREFIX)/share/man/man8/logcompactd.8.gz
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	gzip -9n < bin/man/logcompactd.8 > $(DESTDIR)$(PREFIX)/share/man/man8/logcompactd.8.gz
+	gzip -9n < bin/man/logcompactd.yaml.5 > $(DESTDIR)$(PREFIX)/share/man/man5/logcompactd.yaml.5.gz
+	chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man8/logcompactd.8.gz $(DESTDIR)$(PREFIX)/share/man/man5/logcompactd.yaml.5.gz
+	install -D -m 0644 packaging/debian/copyright $(DESTDIR)$(PREFIX)/share/doc/logcompactd/copyright
 	install -d -m 0755 $(DESTDIR)/etc
 	@if [ -e $(DESTDIR)/etc/logcompactd.yaml ]; then \
 	  echo "keeping the existing $(DESTDIR)/etc/logcompactd.yaml"; \
@@ -86,6 +98,9 @@ deb:
 	  sed -e "s/@VERSION@/$$v/" -e "s/@ARCH@/$(DEB_ARCH)/" packaging/debian/control > $(DIST)/deb/DEBIAN/control
 	install -m 0644 packaging/debian/conffiles $(DIST)/deb/DEBIAN/conffiles
 	install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm $(DIST)/deb/DEBIAN/
+	v='$(DEB_VERSION)'; [ -n "$$v" ] || v=0.0.0+git$$(git rev-parse --short HEAD 2>/dev/null || echo 0); \
+	  sed -e "s/@VERSION@/$$v/" packaging/debian/changelog | gzip -9n > $(DIST)/deb/usr/share/doc/logcompactd/changelog.gz
+	chmod 0644 $(DIST)/deb/usr/share/doc/logcompactd/changelog.gz
 	dpkg-deb --root-owner-group --build $(DIST)/deb $(DIST)/
 	@ls $(DIST)/*.deb
 

@@ -83,7 +83,8 @@ func TestMakeInstallAndDeb(t *testing.T) {
 	run(t, "..", "make", "--no-print-directory", "install", "DESTDIR="+dest, "PREFIX=/usr/local")
 	for path, mode := range map[string]os.FileMode{
 		"usr/local/bin/logcompactd": 0o755, "lib/systemd/system/logcompactd.service": 0o644,
-		"usr/local/share/man/man8/logcompactd.8.gz": 0o644, "etc/logcompactd.yaml": 0o644, "var/lib/logcompactd": 0o700,
+		"usr/local/share/man/man8/logcompactd.8.gz": 0o644, "usr/local/share/man/man5/logcompactd.yaml.5.gz": 0o644,
+		"usr/local/share/doc/logcompactd/copyright": 0o644, "etc/logcompactd.yaml": 0o644, "var/lib/logcompactd": 0o700,
 	} {
 		fi, err := os.Stat(filepath.Join(dest, path))
 		if err != nil || fi.Mode().Perm() != mode {
@@ -123,9 +124,23 @@ func TestMakeInstallAndDeb(t *testing.T) {
 		!strings.Contains(string(b), "check --strict") {
 		t.Fatal("postinst does not enable the unit, or starts it without check --strict")
 	}
-	for _, p := range []string{"usr/bin/logcompactd", "lib/systemd/system/logcompactd.service", "usr/share/man/man8/logcompactd.8.gz", "etc/logcompactd.yaml"} {
+	for _, p := range []string{"usr/bin/logcompactd", "lib/systemd/system/logcompactd.service", "usr/share/man/man8/logcompactd.8.gz",
+		"usr/share/man/man5/logcompactd.yaml.5.gz", "usr/share/doc/logcompactd/copyright", "usr/share/doc/logcompactd/changelog.gz",
+		"etc/logcompactd.yaml"} {
 		if _, err := os.Stat(filepath.Join(x, p)); err != nil {
 			t.Fatalf("package lacks %s", p)
 		}
+	}
+	// lintian (Debian's package checker): no error, no warning.
+	lintian := testutil.RequireTool(t, "lintian")
+	cmd := exec.Command(lintian, "--tag-display-limit", "0", debs[0])
+	out, err := cmd.CombinedOutput()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") {
+			t.Errorf("lintian: %s", l)
+		}
+	}
+	if err != nil {
+		t.Errorf("lintian: %v\n%s", err, out)
 	}
 }

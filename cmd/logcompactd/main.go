@@ -18,7 +18,6 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 	"go.uber.org/zap"
 
 	"github.com/logcompactd/logcompactd/internal/config"
@@ -112,11 +111,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return nil
 			}},
 	)
-	root.AddCommand(&cobra.Command{Use: "man", Short: "print the man page (roff) to stdout", Hidden: true, Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return doc.GenMan(root, &doc.GenManHeader{Title: "LOGCOMPACTD", Section: "8", Source: "logcompactd " + version,
-				Manual: "System Administration"}, stdout)
-		}})
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

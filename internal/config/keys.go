@@ -144,3 +144,29 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Keys lists every key a config may hold, as "section.key" ("state_dir",
+// "compaction.workers", "streams[].order"): the man page documents each.
+func Keys() []string {
+	var out []string
+	var add func(section, prefix string)
+	add = func(section, prefix string) {
+		for _, k := range schema[section] {
+			full := prefix + k
+			child := k
+			if section != "" && section != "streams[]" {
+				child = section + "." + k
+			}
+			switch {
+			case section == "" && k == "streams":
+				add("streams[]", "streams[].")
+			case schema[child] != nil && section == "":
+				add(child, full+".")
+			default:
+				out = append(out, full)
+			}
+		}
+	}
+	add("", "")
+	return out
+}
