@@ -46,7 +46,9 @@ func TestManPages(t *testing.T) {
 	}
 	page8, page5 := first["logcompactd.8"], first["logcompactd.yaml.5"]
 	bold := func(s string) string { return `\fB` + strings.ReplaceAll(s, "_", `\_`) + `\fP` }
-	has := func(page, s string) bool { return strings.Contains(page, bold(s)) || strings.Contains(page, `\fB`+s+`\fP`) }
+	has := func(page, s string) bool {
+		return strings.Contains(page, bold(s)) || strings.Contains(page, `\fB`+s+`\fP`)
+	}
 	for _, c := range []string{"run", "once", "plan", "status", "check", "version", "SIGHUP", "SIGTERM", "0", "1", "2"} {
 		if !has(page8, c) {
 			t.Errorf("logcompactd(8) lacks %s", c)
