@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,4 +220,125 @@ streams:
 // loggedMerges counts the merges a daemon's log reports.
 func loggedMerges(log string) int {
 	return strings.Count(log, `"msg":"merged"`) + strings.Count(log, `"msg":"merged; inputs inactive`)
+}
+
+// TestOverCapWithNothingArchivableWarns: 40 KB hot against a 10 KiB cap, every
+// segment active (modified within quiesce). Nothing can be archived: `once`
+// warns with the reason and says so in its summary; `plan` shows it (table and
+// JSON) instead of "within max_hot_bytes".
+func TestOverCapWithNothingArchivableWarns(t *testing.T) {
+	e := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
+	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {quiesce: 1h}
+archive: {cold_dir: %s/cold, time_to_archive: 1h, max_hot_bytes: 10KiB}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, e.dir, e.logs)), 0o644))
+	for i := 1; i <= 4; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 10000, 0)
+	}
+	_, logs, code := e.cli("--log-format", "json", "once")
+	if code != 0 {
+		t.Fatalf("once: exit %d\n%s", code, logs)
+	}
+	var warned, summary map[string]any
+	for _, l := range strings.Split(logs, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		switch rec["msg"] {
+		case "over max_hot_bytes and nothing can be archived":
+			warned = rec
+		case "once done":
+			summary = rec
+		}
+	}
+	if warned == nil || warned["level"] != "warn" || !strings.Contains(fmt.Sprint(warned["why"]), "app-000001.log is active") {
+		t.Errorf("no warning naming what blocks archival: %v\n%s", warned, logs)
+	}
+	if summary == nil || summary["level"] != "warn" || summary["streams_over_cap_unarchivable"] != 1.0 {
+		t.Errorf("once's summary does not say it: %v", summary)
+	}
+	table, _, _ := e.cli("plan")
+	if !strings.Contains(table, "!! over the cap") || strings.Contains(table, "within max_hot_bytes") {
+		t.Errorf("plan:\n%s", table)
+	}
+	out, _, _ := e.cli("plan", "--json")
+	var r lcd.Report
+	must(t, json.Unmarshal([]byte(out), &r))
+	if !r.Streams[0].OverCap || r.Source != "local" {
+		t.Errorf("plan --json: over_cap %v source %q", r.Streams[0].OverCap, r.Source)
+	}
+}
+
+// burn keeps every CPU busy until killed (LCD_TEST_BURN): real load.
+func burn() {
+	for i := 0; i < 2*runtime.NumCPU(); i++ {
+		go func() {
+			for x := 0; ; x++ {
+				_ = x * x
+			}
+		}()
+	}
+	select {}
+}
+
+// TestDeferredOnceSaysWhy: under real load (a CPU burner, waited for in
+// /proc/loadavg) above load.pause_above, `once` merges nothing and its summary
+// line says what it deferred and why; the deferral is logged when it starts.
+func TestDeferredOnceSaysWhy(t *testing.T) {
+	e := newEnv(t)
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
+	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: true, pause_above: 0.05}
+compaction: {quiesce: 1s, target_size: 1MiB, min_segments: 2, threshold: 0.000001, growth_ref: 1KiB/s}
+archive: {cold_dir: %s/cold, time_to_archive: 1h}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, e.dir, e.logs)), 0o644))
+	for i := 1; i <= 4; i++ {
+		e.segment(fmt.Sprintf("app-%06d.log", i), 10000, time.Hour)
+	}
+	b := exec.Command(os.Args[0], "-test.run=^$")
+	b.Env = append(childEnv(), "LCD_TEST_BURN=1")
+	must(t, b.Start())
+	t.Cleanup(func() { _ = b.Process.Kill(); _, _ = b.Process.Wait() })
+	waitUntil(t, "load1 per CPU above 0.2", func() bool {
+		raw, err := os.ReadFile("/proc/loadavg")
+		must(t, err)
+		var l1 float64
+		fmt.Sscan(string(raw), &l1)
+		return l1/float64(runtime.NumCPU()) > 0.2
+	})
+	before := listing(t, e.logs)
+	_, logs, code := e.cli("--log-format", "json", "once")
+	if code != 0 {
+		t.Fatalf("once: exit %d\n%s", code, logs)
+	}
+	if after := listing(t, e.logs); after != before {
+		t.Errorf("once merged under load:\n%s", after)
+	}
+	var summary map[string]any
+	started := false
+	for _, l := range strings.Split(logs, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		switch rec["msg"] {
+		case "actions deferred (logged again when they run)":
+			started = true
+		case "once done":
+			summary = rec
+		}
+	}
+	if !started {
+		t.Errorf("the deferral was not logged:\n%s", logs)
+	}
+	if summary == nil || summary["deferred"] != 1.0 || !strings.Contains(fmt.Sprint(summary["deferred_because"]), "pause_above") {
+		t.Errorf("once's summary does not say what it deferred and why: %v\n%s", summary, logs)
+	}
 }

@@ -96,7 +96,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	statusCmd.Flags().BoolVar(&statusJSON, "json", false, "print one JSON object (see README)")
 	root.AddCommand(
-		&cobra.Command{Use: "run", Short: "run the daemon in the foreground (the default)", Args: cobra.NoArgs,
+		&cobra.Command{Use: "run", Short: "run the daemon in the foreground (the default): merges, archives and deletes merged or archived inputs in the managed dirs",
+			Long: "run watches the configured streams and acts on what each pass decides. It serves\n" +
+				"plan, status and /metrics on <state_dir>/control.sock; SIGHUP reloads the config,\n" +
+				"SIGTERM stops running jobs at a safe point.", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return cmdRun(g, stderr) }},
 		&cobra.Command{Use: "once", Short: "one pass: recover, scan, merge and archive what it decides, save growth history, log a summary, exit",
 			Long: "once changes the managed dirs as run would: it finishes unfinished operations, merges,\n" +
@@ -105,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		planCmd,
 		statusCmd,
 		checkCmd,
-		&cobra.Command{Use: "version", Short: "print the version", Args: cobra.NoArgs,
+		&cobra.Command{Use: "version", Short: "print the version; changes nothing", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				fmt.Fprintf(stdout, "logcompactd %s\n", version)
 				return nil

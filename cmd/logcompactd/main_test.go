@@ -33,6 +33,10 @@ func TestMain(m *testing.M) {
 		renumberWriter(spec)
 		return
 	}
+	if os.Getenv("LCD_TEST_BURN") != "" {
+		burn()
+		return
+	}
 	if spec := os.Getenv("LCD_TEST_LINEGEN"); spec != "" {
 		lineGen(spec)
 		return
