@@ -58,7 +58,7 @@ for step in $(seq 1 12); do
   fi
   # The plan now: stream totals, the newest segments, the actions and their reasons.
   $BIN --config "$work/logcompactd.yaml" --log-level error plan | awk '
-    /^stream / || /^  hot / {print; next}
+    /^stream / || /^  hot / || /^\(/ {print; next}
     /^  SEGMENT/ {hdr=$0; n=0; next}
     /^  -> / || /^     because/ {if (hdr!="") {print hdr; for (i=(n>5?n-5:0); i<n; i++) print rows[i]; hdr=""}
                                   if (/^  -> /) a++; if (a<=4) print substr($0,1,230); else if (a==5 && /^  -> /) print "  -> … more actions (run plan to see all)"; next}
