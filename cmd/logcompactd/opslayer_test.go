@@ -92,6 +92,7 @@ func TestFailedJournalAppendStopsDestructiveWork(t *testing.T) {
 		e.segment(fmt.Sprintf("app-%06d.log", i), 4000, time.Hour)
 	}
 	// Create the journal while there is room, then fill the filesystem.
+	must(t, os.Mkdir(filepath.Join(e.dir, "cold"), 0o755))
 	if _, stderr, code := e.cli("check"); code != 0 {
 		t.Fatal(stderr)
 	}

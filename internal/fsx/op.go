@@ -313,6 +313,11 @@ type Result struct {
 // and recovery decides at the next start).
 func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	r.step(s.Kind, "start")
+	if dup, ok := duplicateInput(s.Inputs); ok {
+		// A scan that raced a writer's renames saw one file under two names: a
+		// merge of both would hold its bytes twice.
+		return res, fmt.Errorf("%w: %q and %q are the same file (renamed during the scan)", ErrInputChanged, dup[0], dup[1])
+	}
 	ins, err := r.leaseAll(s.Kind, s.Src, s.Inputs)
 	defer releaseAll(ins)
 	if err != nil {
@@ -427,6 +432,19 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 
 // leaseAll finds every input by identity and takes a read lease on it, so that
 // no process opens it for writing unseen while the op runs.
+// duplicateInput finds two inputs that are one file (same device and inode).
+func duplicateInput(refs []FileRef) (names [2]string, found bool) {
+	seen := make(map[FileID]string, len(refs))
+	for _, ref := range refs {
+		id := FileID{Dev: ref.Dev, Ino: ref.Ino}
+		if prev, ok := seen[id]; ok {
+			return [2]string{prev, ref.Name}, true
+		}
+		seen[id] = ref.Name
+	}
+	return names, false
+}
+
 func (r *Runner) leaseAll(kind OpKind, d *Dir, refs []FileRef) ([]*Input, error) {
 	ins := make([]*Input, 0, len(refs))
 	for i, ref := range refs {

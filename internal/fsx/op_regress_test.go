@@ -400,3 +400,25 @@ func TestRecoverLeavesARunningOpAlone(t *testing.T) {
 		t.Fatalf("dir: %s", got)
 	}
 }
+
+// Regression (logrotate numbered, CI): a scan racing renames saw one file as
+// app.log.3 and app.log.4; a merge of "both" held its bytes twice. Inputs that
+// are one file are refused before anything is journaled or created.
+func TestOneFileTwiceAmongTheInputsIsRefused(t *testing.T) {
+	v := newRV(t)
+	writeFile(t, v.path, "app.log.3", "once\n")
+	spec := v.spec("app.log.3~c1", false, "app.log.3")
+	twice := spec.Inputs[0]
+	twice.Name = "app.log.4"
+	spec.Inputs = append(spec.Inputs, twice)
+	_, err := v.r.Run(context.Background(), spec)
+	if !errors.Is(err, ErrInputChanged) {
+		t.Fatalf("Run with one file twice: %v, want ErrInputChanged", err)
+	}
+	if got := dump(t, v.path); !strings.Contains(got, "app.log.3") || strings.Contains(got, "~c1") {
+		t.Errorf("dir after the refusal: %s", got)
+	}
+	if ops, err := ReadJournal(v.state, "journal"); err != nil || len(ops) != 0 {
+		t.Errorf("journal: %v %v", ops, err)
+	}
+}

@@ -292,10 +292,34 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 			}
 		}
 	}
+	res.Entries = dedupe(res.Entries)
 	Sort(res.Entries, res.Stream.Order)
 	if !s.opts.NamesOnly {
 		s.checkWriters(d, res)
 	}
+}
+
+// dedupe keeps one entry per file: a writer that renames while the directory
+// is listed and stat'ed (logrotate's numbered scheme: .3 -> .4 between the
+// listing and the stats) shows one file under two names. Which name is current
+// cannot be told; jobs find files by identity, so the first is kept.
+func dedupe(es []Entry) []Entry {
+	var seen map[fsx.FileID]bool
+	out := es[:0]
+	for _, e := range es {
+		if len(es) > 1 {
+			if seen == nil {
+				seen = make(map[fsx.FileID]bool, len(es))
+			}
+			id := fsx.FileID{Dev: e.Stat.Dev, Ino: e.Stat.Ino}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // statAll fills in the entries' stats (failed[i] when entry i could not be

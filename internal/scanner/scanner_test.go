@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
@@ -396,5 +397,22 @@ func TestAHardLinkRenamedAtEachRotationIsLoggedOnce(t *testing.T) {
 	scanOne(t, s)
 	if n := len(logs.FilterMessage("skipping a file named like a segment").All()); n != 1 {
 		t.Fatalf("said %d times, want once", n)
+	}
+}
+
+func TestDedupeKeepsOneEntryPerFile(t *testing.T) {
+	es := []Entry{
+		{Name: "app.log.3", Stat: fsx.Stat{Dev: 1, Ino: 10}},
+		{Name: "app.log.4", Stat: fsx.Stat{Dev: 1, Ino: 10}}, // the same file, renamed mid-scan
+		{Name: "app.log.5", Stat: fsx.Stat{Dev: 1, Ino: 11}},
+		{Name: "other", Stat: fsx.Stat{Dev: 2, Ino: 10}}, // same inode, other device
+	}
+	got := dedupe(es)
+	var names []string
+	for _, e := range got {
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, " ") != "app.log.3 app.log.5 other" {
+		t.Fatalf("dedupe: %v", names)
 	}
 }
