@@ -28,7 +28,10 @@ type MoveJob struct {
 	Hot      *fsx.Dir
 	HotPath  string // as configured; journaled
 	Cold     *fsx.Dir
-	ColdPath string      // the stream's cold subdir; journaled
+	ColdPath string // the stream's cold subdir; journaled
+	// Store, when set, is where the archive goes instead of Cold: an object
+	// store (always a journaled copy, staged in Hot).
+	Store    fsx.Publisher
 	Segment  fsx.FileRef // as scanned: identity, size, mtime, the name seen
 	Output   string      // the cold name, as planned (see ColdName); never replaces
 	Compress string      // none|gzip|zstd
@@ -59,7 +62,10 @@ type MoveResult struct {
 // identity.
 func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 	asIs := j.Compress == "none" || j.Sparse || j.Encoding != codec.Text
-	if asIs && j.Hot.Dev() == j.Cold.Dev() {
+	dst := fsx.Publisher(j.Cold)
+	if j.Store != nil {
+		dst = j.Store
+	} else if asIs && j.Hot.Dev() == j.Cold.Dev() {
 		err := e.Ops.Move(ctx, fsx.MoveSpec{Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold, DstPath: j.ColdPath,
 			Input: j.Segment, Output: j.Output})
 		if !errors.Is(err, fsx.ErrCrossDevice) { // a bind mount: same device number, another mount
@@ -72,7 +78,7 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 		}
 		return e.copy(ctx, j, out, ins[0])
 	}
-	r, err := e.Ops.Run(ctx, fsx.Spec{Kind: fsx.KindArchive, Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold,
+	r, err := e.Ops.Run(ctx, fsx.Spec{Kind: fsx.KindArchive, Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: dst,
 		Inputs: []fsx.FileRef{j.Segment}, Output: j.Output, Produce: produce})
 	return MoveResult{Output: j.Output, Bytes: r.Read, Written: r.Commit.OutSize}, err
 }

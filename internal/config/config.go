@@ -94,6 +94,80 @@ type Archive struct {
 	Compress      string        `mapstructure:"compress"`        // none|gzip|zstd; default zstd
 	ColdMaxAge    time.Duration `mapstructure:"cold_max_age"`    // delete archives older than this; 0 = keep
 	ColdMaxBytes  Size          `mapstructure:"cold_max_bytes"`  // keep at most this per stream in cold; 0 = no limit
+	S3            S3            `mapstructure:"s3"`              // when cold_dir is s3://BUCKET[/PREFIX]
+}
+
+// S3 configures an object-store cold tier (cold_dir s3://BUCKET[/PREFIX]).
+// Credentials come from the standard AWS chain only, never from the config.
+type S3 struct {
+	Endpoint     string        `mapstructure:"endpoint"`      // "" = AWS for the region; else http(s)://host[:port]
+	Region       string        `mapstructure:"region"`        // default us-east-1
+	PathStyle    bool          `mapstructure:"path_style"`    // bucket in the path, not the host (most S3-compatible servers)
+	StorageClass string        `mapstructure:"storage_class"` // "" = the bucket's default
+	PartSize     Size          `mapstructure:"part_size"`     // multipart above this; default 64MiB, at least 5MiB
+	Timeout      time.Duration `mapstructure:"timeout"`       // deadline of one request; default 2m
+}
+
+// ColdURL is a parsed s3:// cold_dir.
+type ColdURL struct{ Bucket, Prefix string }
+
+// ParseColdURL parses s3://BUCKET[/PREFIX] ({host} and {machine_id} already
+// expanded). ok is false for a local path.
+func ParseColdURL(s string) (u ColdURL, ok bool, err error) {
+	rest, found := strings.CutPrefix(s, "s3://")
+	if !found {
+		return u, false, nil
+	}
+	u.Bucket, u.Prefix, _ = strings.Cut(rest, "/")
+	u.Prefix = strings.TrimSuffix(u.Prefix, "/")
+	if !validBucket(u.Bucket) {
+		return u, true, fmt.Errorf("%q: bucket %q is not a valid S3 bucket name (3-63 of a-z 0-9 . -, starting and ending with a letter or digit)", s, u.Bucket)
+	}
+	for _, part := range strings.Split(u.Prefix, "/") {
+		if u.Prefix != "" && (part == "" || part == "." || part == "..") {
+			return u, true, fmt.Errorf("%q: prefix %q has an empty, . or .. component", s, u.Prefix)
+		}
+	}
+	if strings.ContainsAny(u.Prefix, "{}\x00") {
+		return u, true, fmt.Errorf("%q: prefix %q: only {host} and {machine_id} are expanded", s, u.Prefix)
+	}
+	return u, true, nil
+}
+
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for i, r := range b {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || ((r == '.' || r == '-') && i > 0 && i < len(b)-1)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// expandCold replaces {host} and {machine_id} in an s3:// cold_dir.
+func expandCold(s string) (string, error) {
+	if !strings.HasPrefix(s, "s3://") {
+		return s, nil
+	}
+	if strings.Contains(s, "{host}") {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("{host}: %w", err)
+		}
+		s = strings.ReplaceAll(s, "{host}", h)
+	}
+	if strings.Contains(s, "{machine_id}") {
+		b, err := os.ReadFile("/etc/machine-id")
+		id := strings.TrimSpace(string(b))
+		if err != nil || id == "" {
+			return "", fmt.Errorf("{machine_id}: cannot read /etc/machine-id: %v", err)
+		}
+		s = strings.ReplaceAll(s, "{machine_id}", id)
+	}
+	return s, nil
 }
 
 // Stream is one configured stream with its effective settings.
@@ -160,6 +234,9 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("archive.compress", "zstd")
 	v.SetDefault("archive.cold_max_age", "0s")
 	v.SetDefault("archive.cold_max_bytes", 0)
+	v.SetDefault("archive.s3.region", "us-east-1")
+	v.SetDefault("archive.s3.part_size", "64MiB")
+	v.SetDefault("archive.s3.timeout", "2m")
 }
 
 // MaxFileBytes bounds the config file: a config is a few KiB; anything larger
@@ -254,6 +331,10 @@ func Parse(file string, data []byte) (*Config, error) {
 		cfg.Growth.Horizon = cfg.Archive.TimeToArchive
 	}
 
+	var err error
+	if cfg.Archive.ColdDir, err = expandCold(cfg.Archive.ColdDir); err != nil {
+		return nil, fail("archive.cold_dir", err)
+	}
 	for i, r := range fc.Streams {
 		prefix := fmt.Sprintf("streams[%d]", i)
 		s, err := decodeStream(cfg, r)
@@ -265,6 +346,9 @@ func Parse(file string, data []byte) (*Config, error) {
 				key = prefix
 			}
 			return nil, fail(key, err)
+		}
+		if s.Archive.ColdDir, err = expandCold(s.Archive.ColdDir); err != nil {
+			return nil, fail(prefix+".archive.cold_dir", err)
 		}
 		cfg.Streams = append(cfg.Streams, s)
 	}
@@ -626,6 +710,24 @@ func validateArchive(k string, a Archive) error {
 	case !oneOf(a.Compress, "none", "gzip", "zstd"):
 		return &Error{Key: k + ".compress", Err: enumErr(a.Compress, "none", "gzip", "zstd")}
 	}
+	if _, isS3, err := ParseColdURL(a.ColdDir); isS3 {
+		if err != nil {
+			return keyErr(k+".cold_dir", "%v", err)
+		}
+		switch {
+		case a.ColdMaxAge > 0 || a.ColdMaxBytes > 0:
+			return keyErr(k+".cold_max_age", "cold_max_age and cold_max_bytes do not apply to an s3:// cold_dir: use a lifecycle rule on the bucket (README)")
+		case a.S3.PartSize < 5<<20:
+			return keyErr(k+".s3.part_size", "must be at least 5MiB (the S3 minimum part), got %d bytes", int64(a.S3.PartSize))
+		case a.S3.Timeout < time.Second:
+			return keyErr(k+".s3.timeout", "must be at least 1s, got %s", a.S3.Timeout)
+		case a.S3.Region == "":
+			return keyErr(k+".s3.region", "is required")
+		case a.S3.Endpoint != "" && !strings.HasPrefix(a.S3.Endpoint, "http://") && !strings.HasPrefix(a.S3.Endpoint, "https://"):
+			return keyErr(k+".s3.endpoint", "%q: want http://HOST[:PORT] or https://HOST[:PORT]", a.S3.Endpoint)
+		}
+		return nil
+	}
 	return validatePath(k+".cold_dir", a.ColdDir)
 }
 
@@ -688,6 +790,9 @@ func validateLayout(c *Config) error {
 		}
 		if err := checkDirOnDisk(k+".dir", s.Dir, false); err != nil {
 			return err
+		}
+		if strings.HasPrefix(cold, "s3://") {
+			continue
 		}
 		if err := checkDirOnDisk(k+".archive.cold_dir", cold, true); err != nil {
 			return err

@@ -13,7 +13,7 @@ var compactionKeys = []string{"workers", "threshold", "min_segments", "target_si
 	"quiesce", "max_rate", "compress", "keep_inactive"}
 
 var archiveKeys = []string{"cold_dir", "time_to_archive", "max_hot_bytes", "low_watermark",
-	"max_age", "keep_free", "urgent_within", "compress", "cold_max_age", "cold_max_bytes"}
+	"max_age", "keep_free", "urgent_within", "compress", "cold_max_age", "cold_max_bytes", "s3"}
 
 // schema lists the keys each mapping may hold; nil means a scalar.
 var schema = map[string][]string{
@@ -23,6 +23,7 @@ var schema = map[string][]string{
 	"load":       {"enabled", "interval", "pause_above"},
 	"compaction": compactionKeys,
 	"archive":    archiveKeys,
+	"archive.s3": {"endpoint", "region", "path_style", "storage_class", "part_size", "timeout"},
 	"streams[]":  {"name", "dir", "pattern", "order", "compaction", "archive"},
 }
 
@@ -160,7 +161,7 @@ func Keys() []string {
 			switch {
 			case section == "" && k == "streams":
 				add("streams[]", "streams[].")
-			case schema[child] != nil && section == "":
+			case schema[child] != nil && (section == "" || section == "archive"):
 				add(child, full+".")
 			default:
 				out = append(out, full)

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/objstore"
 )
 
 // coldTier guards one configured cold dir. It remembers the directory (device
@@ -23,6 +26,7 @@ import (
 // (once per distinct error, with how often the last one repeated) and STATUS=.
 type coldTier struct {
 	path    string
+	store   *objstore.Store // an s3:// cold_dir; nil for a local one
 	log     *zap.Logger
 	mu      sync.Mutex
 	dir     *fsx.Dir
@@ -31,7 +35,30 @@ type coldTier struct {
 }
 
 func newColdTier(path string, log *zap.Logger) *coldTier {
-	return &coldTier{path: filepath.Clean(path), log: log}
+	return &coldTier{path: tierKey(path), log: log}
+}
+
+// tierKey is the key of a cold_dir among the tiers: a cleaned path, or the
+// s3:// URL without a trailing slash.
+func tierKey(coldDir string) string {
+	if strings.HasPrefix(coldDir, "s3://") {
+		return strings.TrimSuffix(coldDir, "/")
+	}
+	return filepath.Clean(coldDir)
+}
+
+// publisher returns where a stream's archives go when the tier is an object
+// store (staging in hot), or nil with no error for a local tier.
+func (c *coldTier) publisher(now time.Time, stream string, hot *fsx.Dir) (fsx.Publisher, error) {
+	if c.store == nil {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.b.ready(now) {
+		return nil, fmt.Errorf("cold tier %s: backing off until %s: %w", c.path, c.b.next.Format(time.TimeOnly), c.b.err)
+	}
+	return c.store.Publisher(stream, hot), nil
 }
 
 // open returns the cold dir if it may be used now.
@@ -189,8 +216,17 @@ func (n *coldNamer) name(s *model.Stream, seg model.Segment) (string, codec.Enco
 // or cannot be read: the job will find out and say so).
 func (n *coldNamer) list(sc config.Stream) map[string]bool {
 	out := map[string]bool{}
-	t := n.d.tiers[filepath.Clean(sc.Archive.ColdDir)]
+	t := n.d.tiers[tierKey(sc.Archive.ColdDir)]
 	if t == nil {
+		return out
+	}
+	if t.store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		names, _ := t.store.List(ctx, sc.Name) // unreachable: the job finds out, and says so
+		for _, name := range names {
+			out[name] = true
+		}
 		return out
 	}
 	root, err := fsx.OpenDir(t.path)
@@ -224,4 +260,28 @@ func (n *coldNamer) encoding(sc config.Stream, seg model.Segment) codec.Encoding
 	b := make([]byte, 4)
 	k, _ := f.ReadAt(b, 0)
 	return codec.Sniff(b[:k])
+}
+
+// probeTiers probes every object-store tier (HeadBucket, a probe object
+// written twice) and says what it found; a tier that fails backs off, so that
+// nothing leaves hot for it until it works.
+func (d *Daemon) probeTiers() {
+	for _, p := range sortedTiers(d.tiers) {
+		t := d.tiers[p]
+		if t.store == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		what, err := t.store.Probe(ctx)
+		cancel()
+		if err != nil {
+			t.fail(d.opts.Now(), err)
+			continue
+		}
+		lvl := zap.InfoLevel
+		if t.store.IgnoresIfNoneMatch() {
+			lvl = zap.WarnLevel
+		}
+		d.log.Check(lvl, "cold tier probed").Write(zap.String("cold_dir", p), zap.String("found", what))
+	}
 }

@@ -6,6 +6,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -25,6 +26,7 @@ import (
 	"github.com/logcompactd/logcompactd/internal/growth"
 	"github.com/logcompactd/logcompactd/internal/loadprobe"
 	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/objstore"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
@@ -141,12 +143,22 @@ func (d *Daemon) setTiers(cfg *config.Config) {
 	old := d.tiers
 	d.tiers = map[string]*coldTier{}
 	for _, s := range cfg.Streams {
-		p := filepath.Clean(s.Archive.ColdDir)
+		p := tierKey(s.Archive.ColdDir)
 		if t, ok := old[p]; ok {
 			d.tiers[p] = t
 			delete(old, p)
 		} else if d.tiers[p] == nil {
-			d.tiers[p] = newColdTier(p, d.log)
+			t := newColdTier(p, d.log)
+			if strings.HasPrefix(p, "s3://") {
+				st, err := objstore.New(context.Background(), p, s.Archive.S3)
+				if err != nil {
+					// Archival to it fails (and backs off) with this error; hot stays.
+					t.b.fail(d.opts.Now(), err)
+					d.log.Error("cold tier unusable", zap.String("cold_dir", p), zap.Error(err))
+				}
+				t.store = st
+			}
+			d.tiers[p] = t
 		}
 	}
 	for _, t := range old {
@@ -162,6 +174,30 @@ func (d *Daemon) coldStreamDir(path string) (*fsx.Dir, error) {
 		return nil, fmt.Errorf("%s is not under a configured cold dir", path)
 	}
 	return t.stream(d.opts.Now(), filepath.Base(path))
+}
+
+// coldPublisher resolves a journaled destination: a local cold subdir, or
+// s3://bucket[/prefix]/<stream> of a configured object-store tier (staging in
+// the stream's hot dir, opened for this recovery).
+func (d *Daemon) coldPublisher(path string) (fsx.Publisher, error) {
+	if !strings.HasPrefix(path, "s3://") {
+		return d.opened(d.coldStreamDir(path))
+	}
+	url, stream := objstore.StreamOf(path)
+	t := d.tiers[url]
+	if t == nil || t.store == nil {
+		return nil, fmt.Errorf("%s is not under a configured cold tier", path)
+	}
+	for _, s := range d.cfg.Streams {
+		if s.Name == stream && tierKey(s.Archive.ColdDir) == url {
+			hot, err := d.opened(fsx.OpenDir(s.Dir))
+			if err != nil {
+				return nil, err
+			}
+			return t.publisher(d.opts.Now(), stream, hot)
+		}
+	}
+	return nil, fmt.Errorf("%s: no configured stream %q archives there", path, stream)
 }
 
 func (d *Daemon) openState() error {

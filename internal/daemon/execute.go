@@ -252,7 +252,11 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 		x.d.log.Error("cannot start archival", zap.String("stream", stream.Name), zap.Error(err))
 		return
 	}
-	cold, err := tier.stream(x.d.opts.Now(), stream.Name)
+	var cold *fsx.Dir
+	store, err := tier.publisher(x.d.opts.Now(), stream.Name, hot)
+	if err == nil && store == nil {
+		cold, err = tier.stream(x.d.opts.Now(), stream.Name)
+	}
 	if err != nil {
 		hot.Close()
 		return // logged by the tier; the segments stay hot
@@ -261,19 +265,24 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 	for i, pa := range chain {
 		refs[i] = pa.input
 	}
+	closeCold := func() {
+		if cold != nil {
+			cold.Close()
+		}
+	}
 	if !x.start(stream.Name, refs, func() {
 		defer hot.Close()
-		defer cold.Close()
+		defer closeCold()
 		for _, pa := range chain {
 			// A worker per move, not per chain: a stream with a long chain (or
 			// one huge segment) shares the workers with the other streams.
-			if !x.slot(func() bool { return x.runArchive(hot, cold, tier, pa) }) {
+			if !x.slot(func() bool { return x.runArchive(hot, cold, store, tier, pa) }) {
 				return
 			}
 		}
 	}) {
 		hot.Close()
-		cold.Close()
+		closeCold()
 	}
 }
 
@@ -398,16 +407,16 @@ func (x *executor) mergeSucceeded(stream string) {
 	}
 }
 
-func (x *executor) runArchive(hot, cold *fsx.Dir, tier *coldTier, pa plannedArchive) bool {
+func (x *executor) runArchive(hot, cold *fsx.Dir, store fsx.Publisher, tier *coldTier, pa plannedArchive) bool {
 	a := pa.stream.Archive
 	start := time.Now()
 	jl := x.begin(JobLine{Op: "archive", Stream: pa.stream.Name, Segments: []string{pa.job.Segment.Name},
-		Output: filepath.Join(tier.path, pa.job.Output)})
+		Output: tier.path + "/" + pa.job.Output})
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
-		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Segment: pa.input, Output: pa.job.Name,
+		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Store: store, Segment: pa.input, Output: pa.job.Name,
 		Compress: a.Compress, Urgent: pa.job.Urgent, Sparse: pa.job.Segment.Sparse, Encoding: pa.job.Encoding})
 	fields := []zap.Field{zap.String("stream", pa.stream.Name), zap.String("action", "archive"),
-		zap.String("segment", pa.job.Segment.Name), zap.String("output", filepath.Join(tier.path, pa.job.Output)),
+		zap.String("segment", pa.job.Segment.Name), zap.String("output", tier.path+"/"+pa.job.Output),
 		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}

@@ -1,16 +1,19 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/objstore"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
@@ -60,8 +63,14 @@ func Check(cfg *config.Config) (problems, warnings []string) {
 		if s.Archive.ColdDir != cfg.Archive.ColdDir {
 			key = fmt.Sprintf("streams[%d].archive.cold_dir", i)
 		}
-		if p := filepath.Clean(s.Archive.ColdDir); !seen[p] {
+		if p := tierKey(s.Archive.ColdDir); !seen[p] {
 			seen[p] = true
+			if strings.HasPrefix(p, "s3://") {
+				if err := storeUsable(p, s.Archive.S3); err != nil {
+					problems = append(problems, fmt.Sprintf("%s: %v: nothing would be archived", key, err))
+				}
+				continue
+			}
 			if err := coldUsable(p); err != nil {
 				problems = append(problems, fmt.Sprintf("%s: %v: nothing would be archived", key, err))
 			}
@@ -101,4 +110,16 @@ func coldUsable(path string) error {
 		return fmt.Errorf("%s: cannot create files in it: %w", path, err)
 	}
 	return nil
+}
+
+// storeUsable probes an object-store cold tier as run does at start.
+func storeUsable(url string, c config.S3) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := objstore.New(ctx, url, c)
+	if err != nil {
+		return err
+	}
+	_, err = st.Probe(ctx)
+	return err
 }

@@ -23,6 +23,7 @@ import (
 // Once recovers unfinished operations, makes one pass, runs the merges it
 // decides, logs everything and saves the growth history.
 func (d *Daemon) Once() (*Report, error) {
+	d.probeTiers()
 	rerr := d.Recover()
 	d.probe.Sample()
 	r := d.Pass(nil, nil)
@@ -183,7 +184,7 @@ func (d *Daemon) resolver() fsx.Resolver {
 			}
 			return d.opened(fsx.OpenDir(path))
 		},
-		Dst: func(path string) (fsx.Publisher, error) { return d.opened(d.coldStreamDir(path)) },
+		Dst: d.coldPublisher,
 		KeepUntil: func(op fsx.Op) int64 {
 			if op.Commit == nil || op.Kind != fsx.KindMerge {
 				return 0
@@ -284,7 +285,7 @@ func (d *Daemon) act() {
 		chains[pa.stream.Name] = append(chains[pa.stream.Name], pa)
 	}
 	for _, s := range d.cfg.Streams {
-		d.exec.submitArchives(s, chains[s.Name], d.tiers[filepath.Clean(s.Archive.ColdDir)])
+		d.exec.submitArchives(s, chains[s.Name], d.tiers[tierKey(s.Archive.ColdDir)])
 	}
 	for _, pm := range d.planned {
 		d.exec.submit(pm)
@@ -307,7 +308,7 @@ func (d *Daemon) retainCold() {
 		if a.ColdMaxAge <= 0 && a.ColdMaxBytes <= 0 {
 			continue
 		}
-		sub, err := d.tiers[filepath.Clean(a.ColdDir)].stream(now, s.Name)
+		sub, err := d.tiers[tierKey(a.ColdDir)].stream(now, s.Name)
 		if err != nil {
 			continue
 		}
@@ -401,6 +402,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			w.Close()
 		}
 	}()
+	d.probeTiers()
 	if err := d.Recover(); err != nil {
 		d.log.Error("continuing with unfinished operations left as they are", zap.Error(err))
 	}
