@@ -180,6 +180,9 @@ type renumberRig struct {
 type rigStream struct {
 	pattern, order     string
 	targetSize, maxHot string
+	// store, when set, is the cold tier: s3://bkt/fleet/{host} on this real S3
+	// server (r.cold is then where its POSIX backend keeps those objects).
+	store *testutil.S3
 }
 
 func newRenumberRig(t *testing.T) *renumberRig {
@@ -207,18 +210,27 @@ func newRigStream(t *testing.T, st rigStream) *renumberRig {
 	for _, d := range []string{r.hot, r.cold} {
 		must(t, os.Mkdir(d, 0o755))
 	}
-	must(t, syscall.Mount("tmpfs", r.cold, "tmpfs", 0, "size=256m"))
-	t.Cleanup(func() { _ = syscall.Unmount(r.cold, syscall.MNT_DETACH) })
+	coldDir, s3 := r.cold, ""
+	if st.store != nil {
+		host, err := os.Hostname()
+		must(t, err)
+		r.cold = filepath.Join(st.store.Dir, "bkt", "fleet", host)
+		coldDir = "s3://bkt/fleet/{host}"
+		s3 = fmt.Sprintf(", s3: {endpoint: %q, path_style: true, timeout: 5s}", st.store.Endpoint)
+	} else {
+		must(t, syscall.Mount("tmpfs", r.cold, "tmpfs", 0, "size=256m"))
+		t.Cleanup(func() { _ = syscall.Unmount(r.cold, syscall.MNT_DETACH) })
+	}
 	r.config = filepath.Join(r.root, "logcompactd.yaml")
 	must(t, os.WriteFile(r.config, []byte(fmt.Sprintf(`state_dir: %s/state
 scan_interval: 150ms
 growth: {window: 10s}
 load: {enabled: false}
 compaction: {quiesce: 250ms, threshold: 0.000001, min_segments: 2, target_size: %s, growth_ref: 1KiB/s, workers: 2, max_rate: 8MiB/s}
-archive: {cold_dir: %s, time_to_archive: 20s, max_hot_bytes: %s, compress: zstd}
+archive: {cold_dir: %q, time_to_archive: 20s, max_hot_bytes: %s, compress: zstd%s}
 streams:
   - {name: app, dir: %s, pattern: %q, order: %s}
-`, r.root, st.targetSize, r.cold, st.maxHot, r.hot, st.pattern, st.order)), 0o644))
+`, r.root, st.targetSize, coldDir, st.maxHot, s3, r.hot, st.pattern, st.order)), 0o644))
 	r.logPath = filepath.Join(r.root, "daemon.log")
 	f, err := os.Create(r.logPath)
 	must(t, err)
@@ -237,6 +249,15 @@ streams:
 		})
 	}
 	return r
+}
+
+// env is the daemon's environment: with an S3 cold tier, its credentials
+// (through the standard AWS chain).
+func (r *renumberRig) env() []string {
+	if r.stream.store == nil {
+		return os.Environ()
+	}
+	return append(os.Environ(), r.stream.store.Env()...)
 }
 
 // startWriter starts renumberWriter with spec; stop SIGTERMs it and returns the
@@ -271,6 +292,7 @@ func (r *renumberRig) killLoop(d time.Duration) (kills, inFlight int) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		cmd := exec.Command(r.bin, "--config", r.config, "--log-format", "json", "run")
+		cmd.Env = r.env()
 		cmd.Stdout, cmd.Stderr = r.logFile, r.logFile
 		must(t, cmd.Start())
 		exited := make(chan error, 1)
@@ -300,6 +322,7 @@ func (r *renumberRig) finalOnce() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, "--config", r.config, "--log-format", "json", "once")
+	cmd.Env = r.env()
 	cmd.Stdout, cmd.Stderr = r.logFile, r.logFile
 	if err := cmd.Run(); err != nil {
 		r.t.Fatalf("final once: %v (ctx %v, log %s)", err, ctx.Err(), tail(r.logPath))

@@ -21,7 +21,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -206,7 +205,11 @@ func (p *Publisher) Path() string { return p.s.url + "/" + p.stream }
 
 // StreamOf is the stream of a journaled Dest made by Path.
 func StreamOf(dest string) (coldURL, stream string) {
-	return path.Dir(dest), path.Base(dest)
+	i := strings.LastIndexByte(dest, '/')
+	if i < 0 {
+		return "", dest
+	}
+	return dest[:i], dest[i+1:] // not path.Dir: it would make s3:// s3:/
 }
 
 // Stage implements fsx.Publisher: a temp in the hot dir.
