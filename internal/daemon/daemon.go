@@ -151,6 +151,9 @@ func (d *Daemon) setTiers(cfg *config.Config) {
 			t := newColdTier(p, d.log)
 			if strings.HasPrefix(p, "s3://") {
 				st, err := objstore.New(context.Background(), p, s.Archive.S3)
+				if st != nil {
+					st.Fault = d.opts.Fault
+				}
 				if err != nil {
 					// Archival to it fails (and backs off) with this error; hot stays.
 					t.b.fail(d.opts.Now(), err)

@@ -50,6 +50,15 @@ type Store struct {
 	cfg     config.S3
 	client  *s3.Client
 	honours atomic.Int32 // If-None-Match: 0 unknown, 1 honoured, 2 ignored (HEAD before PUT)
+	// Fault, if set, is called at every named step of an upload ("s3:put",
+	// "s3:part:N", "s3:uploaded", "s3:verified"): tests crash there.
+	Fault func(point string)
+}
+
+func (s *Store) step(point string) {
+	if s.Fault != nil {
+		s.Fault(point)
+	}
 }
 
 // New builds a client from the standard AWS credential chain (environment,
@@ -256,6 +265,7 @@ func (p *Publisher) Publish(temp, name string) error {
 			return err
 		}
 	}
+	p.s.step("s3:put")
 	if st.Size > int64(p.s.cfg.PartSize) {
 		err = p.multipart(ctx, f, key, st.Size, crc, created)
 	} else {
@@ -271,6 +281,7 @@ func (p *Publisher) Publish(temp, name string) error {
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", key, err)
 	}
+	p.s.step("s3:uploaded")
 	h, err := p.head(ctx, name)
 	if err != nil {
 		return fmt.Errorf("check %s after upload: %w", key, err)
@@ -278,6 +289,7 @@ func (p *Publisher) Publish(temp, name string) error {
 	if err := p.same(h, created, st.Size, crc, name); err != nil {
 		return fmt.Errorf("%s after upload: %w", key, err)
 	}
+	p.s.step("s3:verified")
 	return p.stage.Discard(temp, "", &created)
 }
 
@@ -346,6 +358,7 @@ func (p *Publisher) multipart(ctx context.Context, f *os.File, key string, size 
 			return abort(err)
 		}
 		parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(n), ETag: out.ETag, ChecksumCRC32C: out.ChecksumCRC32C})
+		p.s.step(fmt.Sprintf("s3:part:%d", n))
 	}
 	cc, ccancel := p.s.call(ctx)
 	defer ccancel()
