@@ -538,6 +538,12 @@ func TestCheckRejectsBadConfigsWithExit2(t *testing.T) {
 		"streams[0].compaction.max_rate":     stream(", compaction: {max_rate: 1MiB/s}"),
 		"metrics.listen":                     "metrics: {listen: \"9100\"}\n" + stream(""),
 		"metrics.textfile":                   "metrics: {textfile: /var/lib/node_exporter/lcd.txt}\n" + stream(""),
+		"archive.cold_dir":                   "archive: {cold_dir: \"s3://Bad_Bucket/x\"}\n" + stream(""),
+		"archive.cold_max_age":               "archive: {cold_dir: \"s3://logs/x\", cold_max_age: 720h}\n" + stream(""),
+		"archive.s3.part_size":               "archive: {cold_dir: \"s3://logs/x\", s3: {part_size: 1MiB}}\n" + stream(""),
+		"archive.s3.endpoint":                "archive: {cold_dir: \"s3://logs/x\", s3: {endpoint: \"localhost:9000\"}}\n" + stream(""),
+		"archive.s3.regoin":                  "archive: {cold_dir: \"s3://logs/x\", s3: {regoin: eu-west-1}}\n" + stream(""),
+		"streams[0].archive.s3.timeout":      stream(", archive: {cold_dir: \"s3://logs/x\", s3: {timeout: 10ms}}"),
 	}
 	for key, yaml := range cases {
 		t.Run(key, func(t *testing.T) {

@@ -261,3 +261,32 @@ func TestConfigFileIsRefusedUnlessOnlyItsOwnerCanWriteIt(t *testing.T) {
 		}
 	}
 }
+
+func TestS3ColdDir(t *testing.T) {
+	host, _ := os.Hostname()
+	cfg, err := Parse("t.yaml", []byte(`archive: {cold_dir: "s3://logs/fleet/{host}", s3: {endpoint: "http://127.0.0.1:9000", path_style: true}}
+streams:
+  - {name: a, dir: /var/log/a, pattern: "*.log"}
+  - {name: b, dir: /var/log/b, pattern: "*.log", archive: {cold_dir: "s3://other"}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Streams[0].Archive.ColdDir; got != "s3://logs/fleet/"+host {
+		t.Errorf("{host} not expanded: %q", got)
+	}
+	if a := cfg.Streams[0].Archive.S3; a.Region != "us-east-1" || a.PartSize != 64<<20 || !a.PathStyle || a.Timeout != 2*time.Minute {
+		t.Errorf("s3 defaults and values: %+v", a)
+	}
+	if u, ok, err := ParseColdURL(cfg.Streams[1].Archive.ColdDir); !ok || err != nil || u.Bucket != "other" || u.Prefix != "" {
+		t.Errorf("s3://other: %+v %v %v", u, ok, err)
+	}
+	for _, bad := range []string{"s3://ab", "s3://Logs/x", "s3://logs//x", "s3://logs/a/../b", "s3://logs/{user}"} {
+		if _, ok, err := ParseColdURL(bad); !ok || err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if _, ok, _ := ParseColdURL("/var/log/cold"); ok {
+		t.Error("a path taken for a URL")
+	}
+}
