@@ -27,6 +27,7 @@ import (
 type coldTier struct {
 	path    string
 	store   *objstore.Store // an s3:// cold_dir; nil for a local one
+	found   string          // what the start-up probe found (object stores)
 	log     *zap.Logger
 	mu      sync.Mutex
 	dir     *fsx.Dir
@@ -278,6 +279,9 @@ func (d *Daemon) probeTiers() {
 			t.fail(d.opts.Now(), err)
 			continue
 		}
+		t.mu.Lock()
+		t.found = what
+		t.mu.Unlock()
 		lvl := zap.InfoLevel
 		if t.store.IgnoresIfNoneMatch() {
 			lvl = zap.WarnLevel

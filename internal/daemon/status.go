@@ -68,6 +68,7 @@ type TierLine struct {
 	Path  string `json:"path"`
 	Up    bool   `json:"up"`
 	Error string `json:"error,omitempty"`
+	Found string `json:"found,omitempty"` // an object store: what the start-up probe found (If-None-Match honoured?)
 }
 
 // JournalLine is the intent journal's health.
@@ -96,8 +97,12 @@ func (d *Daemon) statusNow() *Status {
 		st.Jobs, st.Recent = d.exec.jobs()
 	}
 	for _, p := range sortedTiers(d.tiers) {
-		msg := d.tiers[p].status()
-		st.ColdTiers = append(st.ColdTiers, TierLine{Path: p, Up: msg == "", Error: msg})
+		t := d.tiers[p]
+		msg := t.status()
+		t.mu.Lock()
+		found := t.found
+		t.mu.Unlock()
+		st.ColdTiers = append(st.ColdTiers, TierLine{Path: p, Up: msg == "", Error: msg, Found: found})
 	}
 	st.Journal = JournalLine{OK: d.journalErr == nil && d.journal != nil, Pending: len(d.pending)}
 	if d.journalErr != nil {
@@ -240,6 +245,9 @@ func (st *Status) WriteTable(w io.Writer) error {
 	for _, t := range st.ColdTiers {
 		if t.Up {
 			fmt.Fprintf(w, "cold %s up\n", t.Path)
+			if t.Found != "" {
+				fmt.Fprintf(w, "  %s\n", t.Found)
+			}
 		} else {
 			fmt.Fprintf(w, "cold %s DOWN: %s\n", t.Path, t.Error)
 		}
