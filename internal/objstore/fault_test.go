@@ -103,7 +103,7 @@ func newFaultRig(t *testing.T, partSize int64, timeout time.Duration) *faultRig 
 // staged writes data as a staged temp, as the operation layer would.
 func (r *faultRig) staged(data []byte) (string, fsx.FileRef) {
 	temp := ".lcd-o-" + strings.ReplaceAll(r.t.Name(), "/", "_")
-	f, st, err := r.pub.Stage(temp, fsx.Stat{})
+	f, _, err := r.pub.Stage(temp, fsx.Stat{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func (r *faultRig) staged(data []byte) (string, fsx.FileRef) {
 		r.t.Fatal(err)
 	}
 	f.Close()
-	st, err = r.stage.Stat(temp)
+	st, err := r.stage.Stat(temp)
 	if err != nil {
 		r.t.Fatal(err)
 	}
