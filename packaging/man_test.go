@@ -49,7 +49,7 @@ func TestManPages(t *testing.T) {
 	has := func(page, s string) bool {
 		return strings.Contains(page, bold(s)) || strings.Contains(page, `\fB`+s+`\fP`)
 	}
-	for _, c := range []string{"run", "once", "plan", "status", "check", "version", "SIGHUP", "SIGTERM", "0", "1", "2"} {
+	for _, c := range []string{"run", "once", "plan", "status", "check", "cat", "restore", "version", "SIGHUP", "SIGTERM", "0", "1", "2"} {
 		if !has(page8, c) {
 			t.Errorf("logcompactd(8) lacks %s", c)
 		}

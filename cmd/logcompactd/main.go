@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +86,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"(with --strict, also any warning).", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(g, strict, stdout, stderr) }}
 	checkCmd.Flags().BoolVar(&strict, "strict", false, "warnings fail too (exit 2): what the package's postinst uses")
+	var since, until, to string
+	catCmd := &cobra.Command{Use: "cat STREAM",
+		Short: "print a stream's lines in order: its archives (cold dir or bucket), then hot, decompressed; changes nothing",
+		Long: "cat reads the stream's archives in time order (archives keep their segment's mtime), then its hot\n" +
+			"segments in the stream's order, decompressing, and writes them to stdout. --since and --until take\n" +
+			"RFC 3339 times or durations ago (90m) and select whole files by their mtime.", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return cmdCat(g, args[0], since, until, stdout) }}
+	restoreCmd := &cobra.Command{Use: "restore STREAM --to DIR",
+		Short: "write a stream's archives, decompressed, into DIR under their names and mtimes; never replaces a file",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmdRestore(g, args[0], to, since, until, stdout) }}
+	for _, c := range []*cobra.Command{catCmd, restoreCmd} {
+		c.Flags().StringVar(&since, "since", "", "only files modified at or after this (RFC 3339, or a duration ago)")
+		c.Flags().StringVar(&until, "until", "", "only files that begin before this (RFC 3339, or a duration ago)")
+	}
+	restoreCmd.Flags().StringVar(&to, "to", "", "the directory to write into (must exist)")
+	_ = restoreCmd.MarkFlagRequired("to")
 	var statusJSON bool
 	statusCmd := &cobra.Command{
 		Use:   "status",
@@ -107,6 +125,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			RunE: func(cmd *cobra.Command, _ []string) error { return cmdOnce(g, stderr) }},
 		planCmd,
 		statusCmd,
+		catCmd,
+		restoreCmd,
 		checkCmd,
 		&cobra.Command{Use: "version", Short: "print the version; changes nothing", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
@@ -320,4 +340,62 @@ func cmdCheck(g *globals, strict bool, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d streams)\n", cfg.File, len(cfg.Streams))
 	return nil
+}
+
+// window parses --since and --until: RFC 3339, or a duration ago.
+func window(since, until string) (lcd.Window, error) {
+	var w lcd.Window
+	parse := func(flag, v string) (time.Time, error) {
+		if v == "" {
+			return time.Time{}, nil
+		}
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, nil
+		}
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			return time.Now().Add(-d), nil
+		}
+		return time.Time{}, usageError{fmt.Errorf("--%s %q: want an RFC 3339 time (2026-12-02T10:00:00Z) or a duration ago (90m)", flag, v)}
+	}
+	var err error
+	if w.Since, err = parse("since", since); err != nil {
+		return w, err
+	}
+	w.Until, err = parse("until", until)
+	return w, err
+}
+
+func cmdCat(g *globals, stream, since, until string, stdout io.Writer) error {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return err
+	}
+	w, err := window(since, until)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(stdout, 256<<10)
+	if err := lcd.Cat(context.Background(), cfg, stream, w, bw); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+func cmdRestore(g *globals, stream, to, since, until string, stdout io.Writer) error {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return err
+	}
+	w, err := window(since, until)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(to); err != nil || !fi.IsDir() {
+		return usageError{fmt.Errorf("--to %s: not a directory (%v)", to, err)}
+	}
+	names, err := lcd.Restore(context.Background(), cfg, stream, to, w)
+	for _, n := range names {
+		fmt.Fprintln(stdout, n)
+	}
+	return err
 }

@@ -447,7 +447,8 @@ func TestRenumberingWriterUnderKill(t *testing.T) {
 	written := stop()
 	r.finalOnce()
 	files := r.inStreamOrder()
-	r.check("renumbering writer", killPhase, written, kills, inFlight, fmt.Sprintf("; %d files in stream order", len(files)))
+	r.check("renumbering writer", killPhase, written, kills, inFlight, fmt.Sprintf("; %d files in stream order; cat read %d lines in order",
+		len(files), r.catCheck(written)))
 	r.fewAbandoned()
 }
 

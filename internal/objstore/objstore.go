@@ -42,6 +42,10 @@ import (
 // markKey is the user metadata that carries the op's mark (x-amz-meta-lcd-created).
 const markKey = "lcd-created"
 
+// mtimeKey carries the archive's mtime (the segment's, ns since the epoch):
+// an object's own Last-Modified is its upload's.
+const mtimeKey = "lcd-mtime"
+
 // Store is one bucket and prefix.
 type Store struct {
 	url     string // s3://bucket[/prefix], as configured (expanded)
@@ -180,6 +184,21 @@ func (s *Store) Get(ctx context.Context, stream, name string) (io.ReadCloser, er
 	return out.Body, nil
 }
 
+// Mtime is an archive's mtime (the segment's), from its metadata; the
+// object's Last-Modified when it has none.
+func (s *Store) Mtime(ctx context.Context, stream, name string) (time.Time, error) {
+	c, cancel := s.call(ctx)
+	defer cancel()
+	h, err := s.client.HeadObject(c, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(s.key(stream, name))})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if ns, err := strconv.ParseInt(h.Metadata[mtimeKey], 10, 64); err == nil {
+		return time.Unix(0, ns), nil
+	}
+	return aws.ToTime(h.LastModified), nil
+}
+
 // OpenUploads lists multipart uploads not completed or aborted under the
 // store's prefix (tests: none may be left).
 func (s *Store) OpenUploads(ctx context.Context) ([]string, error) {
@@ -266,10 +285,11 @@ func (p *Publisher) Publish(temp, name string) error {
 		}
 	}
 	p.s.step("s3:put")
+	meta := map[string]string{markKey: mark(created), mtimeKey: strconv.FormatInt(st.MtimeNs, 10)}
 	if st.Size > int64(p.s.cfg.PartSize) {
-		err = p.multipart(ctx, f, key, st.Size, crc, created)
+		err = p.multipart(ctx, f, key, st.Size, crc, meta)
 	} else {
-		err = p.put(ctx, f, key, st.Size, crc, created)
+		err = p.put(ctx, f, key, st.Size, crc, meta)
 	}
 	if isPreconditionFailed(err) {
 		h, herr := p.head(ctx, name)
@@ -306,11 +326,11 @@ func (p *Publisher) same(h *s3.HeadObjectOutput, created fsx.FileRef, size int64
 	return nil
 }
 
-func (p *Publisher) put(ctx context.Context, f *os.File, key string, size int64, crc uint32, created fsx.FileRef) error {
+func (p *Publisher) put(ctx context.Context, f *os.File, key string, size int64, crc uint32, meta map[string]string) error {
 	c, cancel := p.s.call(ctx)
 	defer cancel()
 	in := &s3.PutObjectInput{Bucket: &p.s.bucket, Key: &key, Body: io.NewSectionReader(f, 0, size), ContentLength: aws.Int64(size),
-		ChecksumCRC32C: aws.String(crcB64(crc)), Metadata: map[string]string{markKey: mark(created)}}
+		ChecksumCRC32C: aws.String(crcB64(crc)), Metadata: meta}
 	if !p.s.IgnoresIfNoneMatch() {
 		in.IfNoneMatch = aws.String("*")
 	}
@@ -323,10 +343,10 @@ func (p *Publisher) put(ctx context.Context, f *os.File, key string, size int64,
 
 // multipart uploads in part_size parts with a full-object CRC-32C; a failure
 // aborts the upload (and recovery aborts any left by a crash: Discard).
-func (p *Publisher) multipart(ctx context.Context, f *os.File, key string, size int64, crc uint32, created fsx.FileRef) error {
+func (p *Publisher) multipart(ctx context.Context, f *os.File, key string, size int64, crc uint32, meta map[string]string) error {
 	c, cancel := p.s.call(ctx)
 	in := &s3.CreateMultipartUploadInput{Bucket: &p.s.bucket, Key: &key, ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-		ChecksumType: types.ChecksumTypeFullObject, Metadata: map[string]string{markKey: mark(created)}}
+		ChecksumType: types.ChecksumTypeFullObject, Metadata: meta}
 	if p.s.cfg.StorageClass != "" {
 		in.StorageClass = types.StorageClass(p.s.cfg.StorageClass)
 	}
