@@ -129,3 +129,53 @@ func (r *renumberRig) catCheck(written int) int {
 	}
 	return len(lines)
 }
+
+// TestSmallSegmentsGoInOneObject: forty 2 KB closed segments past max_age and
+// a bucket: one `once` uploads one object named after the first and last
+// segment it holds (an object store charges per request), removes them from
+// hot, and `cat` gives their bytes back in order.
+func TestSmallSegmentsGoInOneObject(t *testing.T) {
+	store := testutil.StartS3(t, "bkt")
+	e := newEnv(t)
+	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+compaction: {threshold: 1000000, target_size: 1MiB}
+archive: {cold_dir: "s3://bkt/h", max_age: 1h, s3: {endpoint: %q, path_style: true}}
+streams:
+  - {name: app, dir: %s, pattern: "app-*.log"}
+`, e.dir, store.Endpoint, e.logs)), 0o644))
+	var want strings.Builder
+	for i := 1; i <= 40; i++ {
+		p := e.segment(fmt.Sprintf("app-%06d.log", i), 2000, 2*time.Hour)
+		b, err := os.ReadFile(p)
+		must(t, err)
+		want.Write(b)
+	}
+	e.segment("app-000041.log", 10, 0) // the newest: active, stays hot
+	want.WriteString(strings.Repeat("l\n", 5))
+	run := func(args ...string) string {
+		cmd := exec.Command(binary, append([]string{"--config", e.config}, args...)...)
+		cmd.Env = append(childEnv(), store.Env()...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return string(out)
+	}
+	run("once")
+	objs, err := os.ReadDir(filepath.Join(store.Dir, "bkt", "h", "app"))
+	must(t, err)
+	if len(objs) != 1 || objs[0].Name() != "app-000001.log..app-000040.log.zst" {
+		var names []string
+		for _, o := range objs {
+			names = append(names, o.Name())
+		}
+		t.Fatalf("objects: %v, want one named after the 40 segments", names)
+	}
+	if left, _ := os.ReadDir(e.logs); len(left) != 1 {
+		t.Fatalf("%d files left hot, want the active one", len(left))
+	}
+	if got := run("cat", "app"); got != want.String() {
+		t.Fatalf("cat: %d bytes, want %d", len(got), want.Len())
+	}
+}

@@ -188,9 +188,10 @@ func coldSegment(name, pattern string) string {
 }
 
 // timeNamed is an archive of a renumbered segment: app.log.<N> with N
-// replaced by its mtime (UTC, ISO 8601 basic), maybe consolidated, maybe ".<k>"
-// for a taken name.
-var timeNamed = regexp.MustCompile(`^app\.log\.\d{8}T\d{6}\.\d{9}Z(~c\d+)?(\.\d+)?\.zst$`)
+// replaced by its mtime (UTC, ISO 8601 basic), maybe consolidated, maybe a
+// batch of segments "<first>..<last>" (an object store), maybe ".<k>" for a
+// taken name.
+var timeNamed = regexp.MustCompile(`^app\.log\.\d{8}T\d{6}\.\d{9}Z(~c\d+)?(\.\.app\.log\.\d{8}T\d{6}\.\d{9}Z(~c\d+)?)?(\.\d+)?\.zst$`)
 
 // inStreamOrder checks that the stream read in its order — cold archives
 // sorted by the stream's order (of the segment names they come from, or of

@@ -31,11 +31,14 @@ type MoveJob struct {
 	ColdPath string // the stream's cold subdir; journaled
 	// Store, when set, is where the archive goes instead of Cold: an object
 	// store (always a journaled copy, staged in Hot).
-	Store    fsx.Publisher
-	Segment  fsx.FileRef // as scanned: identity, size, mtime, the name seen
-	Output   string      // the cold name, as planned (see ColdName); never replaces
-	Compress string      // none|gzip|zstd
-	Urgent   bool        // not paced: a breach is near
+	Store   fsx.Publisher
+	Segment fsx.FileRef // as scanned: identity, size, mtime, the name seen
+	// More are the segments that follow Segment in the same archive (a batch
+	// for an object store: Batch), in stream order; all text.
+	More     []fsx.FileRef
+	Output   string // the cold name, as planned (see ColdName); never replaces
+	Compress string // none|gzip|zstd
+	Urgent   bool   // not paced: a breach is near
 	// Sparse: the segment is mostly holes (fsx.Sparse); it is archived as it
 	// is, holes kept, whatever Compress says — compressing would read every
 	// byte of its holes.
@@ -76,16 +79,16 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 		if j.Sparse {
 			return e.copySparse(ctx, j, out, ins[0])
 		}
-		return e.copy(ctx, j, out, ins[0])
+		return e.copy(ctx, j, out, ins)
 	}
 	r, err := e.Ops.Run(ctx, fsx.Spec{Kind: fsx.KindArchive, Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: dst,
-		Inputs: []fsx.FileRef{j.Segment}, Output: j.Output, Produce: produce})
+		Inputs: append([]fsx.FileRef{j.Segment}, j.More...), Output: j.Output, Produce: produce})
 	return MoveResult{Output: j.Output, Bytes: r.Read, Written: r.Commit.OutSize}, err
 }
 
-// copy streams the segment into out: through the compressor when it is text
-// and compress is gzip or zstd, else as it is.
-func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Input) (fsx.Commit, error) {
+// copy streams the segments, in order, into out: through the compressor when
+// they are text and compress is gzip or zstd, else as they are (one segment).
+func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, ins []*fsx.Input) (fsx.Commit, error) {
 	var c fsx.Commit
 	var dst io.WriteCloser = nopCloser{out}
 	if j.Encoding == codec.Text && j.Compress != "none" {
@@ -97,23 +100,40 @@ func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Inpu
 		}
 	}
 	buf := make([]byte, 1<<20)
+	for _, in := range ins {
+		crc, err := e.copyOne(ctx, j, dst, in, buf)
+		if err != nil {
+			return c, err
+		}
+		c.InputCRCs = append(c.InputCRCs, crc)
+	}
+	if err := dst.Close(); err != nil {
+		return c, fmt.Errorf("write archive: %w", err)
+	}
+	c.OutSize = out.Size()
+	c.OutCRC, _ = out.Sum()
+	return c, nil
+}
+
+// copyOne streams one segment into dst, paced, and returns its CRC-32C.
+func (e *Env) copyOne(ctx context.Context, j MoveJob, dst io.Writer, in *fsx.Input, buf []byte) (uint32, error) {
 	var srcCRC uint32
 	var read int64
 	for {
 		if in.Broken() {
-			return c, fmt.Errorf("segment %q: %w", in.Name, fsx.ErrLeaseBroken)
+			return 0, fmt.Errorf("segment %q: %w", in.Name, fsx.ErrLeaseBroken)
 		}
 		if e.Pacer != nil && !j.Urgent {
 			if err := e.Pacer.Wait(ctx, len(buf)); err != nil {
-				return c, err
+				return 0, err
 			}
 		} else if err := ctx.Err(); err != nil {
-			return c, err
+			return 0, err
 		}
 		k, rerr := in.File.Read(buf)
 		if k > 0 {
 			if _, err := dst.Write(buf[:k]); err != nil {
-				return c, fmt.Errorf("write archive: %w", err)
+				return 0, fmt.Errorf("write archive: %w", err)
 			}
 			srcCRC = fsx.UpdateChecksum(srcCRC, buf[:k])
 			read += int64(k)
@@ -122,19 +142,13 @@ func (e *Env) copy(ctx context.Context, j MoveJob, out *fsx.Output, in *fsx.Inpu
 			break
 		}
 		if rerr != nil {
-			return c, fmt.Errorf("read %q: %w", in.Name, rerr)
+			return 0, fmt.Errorf("read %q: %w", in.Name, rerr)
 		}
 	}
 	if read != in.Ref.Size {
-		return c, fmt.Errorf("segment %q: read %d bytes, planned %d: %w", in.Name, read, in.Ref.Size, fsx.ErrInputChanged)
+		return 0, fmt.Errorf("segment %q: read %d bytes, planned %d: %w", in.Name, read, in.Ref.Size, fsx.ErrInputChanged)
 	}
-	if err := dst.Close(); err != nil {
-		return c, fmt.Errorf("write archive: %w", err)
-	}
-	c.OutSize = out.Size()
-	c.OutCRC, _ = out.Sum()
-	c.InputCRCs = []uint32{srcCRC}
-	return c, nil
+	return srcCRC, nil
 }
 
 // copySparse copies a mostly-hole segment as it is, in the kernel, keeping its
@@ -182,10 +196,10 @@ func (nopCloser) Close() error { return nil }
 // decompressed when it is the segment compressed (or read as it is when it is
 // the segment's own bytes), has the segment's length and checksum.
 func VerifyArchive(out io.Reader, ins []fsx.FileRef, c *fsx.Commit) error {
-	if len(ins) != 1 || len(c.InputCRCs) != 1 {
-		return fmt.Errorf("archive of %d inputs", len(ins))
+	if len(ins) == 0 || len(c.InputCRCs) != len(ins) {
+		return fmt.Errorf("archive of %d inputs with %d checksums", len(ins), len(c.InputCRCs))
 	}
-	if c.OutSize == ins[0].Size && c.OutCRC == c.InputCRCs[0] {
+	if len(ins) == 1 && c.OutSize == ins[0].Size && c.OutCRC == c.InputCRCs[0] {
 		return nil // copied as it is; size and checksum of the file are checked by the layer
 	}
 	b := make([]byte, 4)
@@ -195,12 +209,18 @@ func VerifyArchive(out io.Reader, ins []fsx.FileRef, c *fsx.Commit) error {
 		return fmt.Errorf("verify archive: %w", err)
 	}
 	defer r.Close()
-	h := &fsx.ChecksumWriter{W: io.Discard}
-	if _, err := io.Copy(h, r); err != nil {
-		return fmt.Errorf("verify archive: %w", err)
+	// Each input's bytes in turn, then nothing more.
+	for i, in := range ins {
+		h := &fsx.ChecksumWriter{W: io.Discard}
+		if _, err := io.CopyN(h, r, in.Size); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("verify archive: %w", err)
+		}
+		if h.N != in.Size || h.Sum != c.InputCRCs[i] {
+			return fmt.Errorf("verify archive: input %d read back %d bytes (CRC %08x), source %d bytes (CRC %08x)", i, h.N, h.Sum, in.Size, c.InputCRCs[i])
+		}
 	}
-	if h.N != ins[0].Size || h.Sum != c.InputCRCs[0] {
-		return fmt.Errorf("verify archive: read back %d bytes (CRC %08x), source %d bytes (CRC %08x)", h.N, h.Sum, ins[0].Size, c.InputCRCs[0])
+	if n, _ := io.Copy(io.Discard, r); n != 0 {
+		return fmt.Errorf("verify archive: %d bytes more than its inputs", n)
 	}
 	return nil
 }

@@ -19,7 +19,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/logcompactd/logcompactd/internal/codec"
+	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/objstore"
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
@@ -347,5 +349,62 @@ func TestRetention(t *testing.T) {
 	}
 	if names, _ := d.Names(); len(names) != 3 {
 		t.Fatalf("left %v", names)
+	}
+}
+
+// TestBatchIsOneArchiveOfItsSegmentsInOrder: a job with More archives the
+// segments, in order, into one verified archive (zstd) and removes them all;
+// a local dir and a real S3 server alike.
+func TestBatchIsOneArchiveOfItsSegmentsInOrder(t *testing.T) {
+	for _, where := range []string{"dir", "s3"} {
+		t.Run(where, func(t *testing.T) {
+			base := t.TempDir()
+			r := newRig(t, filepath.Join(base, "hot"), filepath.Join(base, "cold"))
+			var want strings.Builder
+			names := []string{"app-1.log", "app-2.log", "app-3.log"}
+			for i, n := range names {
+				data := content(1000 + i)
+				want.WriteString(data)
+				if err := os.WriteFile(filepath.Join(r.hotPath, n), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j := r.job(t, names[0], "zstd")
+			for _, n := range names[1:] {
+				st, err := r.hot.Stat(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				j.More = append(j.More, fsx.RefOf(n, st))
+			}
+			j.Output = ColdName(BatchBase(names[0], names[2], 3), codec.Text, "zstd", 0)
+			coldFile := filepath.Join(r.coldPath, j.Output)
+			if where == "s3" {
+				s3 := testutil.StartS3(t, "bkt")
+				for _, kv := range s3.Env() {
+					k, v, _ := strings.Cut(kv, "=")
+					t.Setenv(k, v)
+				}
+				st, err := objstore.New(context.Background(), "s3://bkt", config.S3{Endpoint: s3.Endpoint, Region: "us-east-1",
+					PathStyle: true, PartSize: 5 << 20, Timeout: 10 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				j.Store = st.Publisher("app", r.hot)
+				coldFile = filepath.Join(s3.Dir, "bkt", "app", j.Output)
+			}
+			if _, err := r.env.Move(context.Background(), j); err != nil {
+				t.Fatal(err)
+			}
+			if got := decompress(t, coldFile, "zstd"); got != want.String() {
+				t.Fatalf("the batch archive is not its segments in order (%d bytes, want %d)", len(got), want.Len())
+			}
+			if left, _ := r.hot.Names(); len(left) != 0 {
+				t.Fatalf("hot after the batch: %v", left)
+			}
+			if j.Output != "app-1.log..app-3.log.zst" {
+				t.Fatalf("batch name %q", j.Output)
+			}
+		})
 	}
 }

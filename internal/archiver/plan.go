@@ -317,3 +317,44 @@ func human(b float64) string {
 	}
 	return fmt.Sprintf("%.1f%s", b, units[i])
 }
+
+// Batch groups a stream's archival jobs (in stream order) for an object store,
+// which charges per request and suffers from many small objects: consecutive
+// text segments, none sparse, go into one archive of at most target bytes of
+// input and max segments; any other job stays alone. A batch keeps the jobs'
+// order, so archival still never skips a segment.
+func Batch(jobs []Job, target int64, max int) [][]Job {
+	var out [][]Job
+	var cur []Job
+	var size int64
+	flush := func() {
+		if len(cur) > 0 {
+			out = append(out, cur)
+		}
+		cur, size = nil, 0
+	}
+	for _, j := range jobs {
+		if j.Encoding != codec.Text || j.Segment.Sparse {
+			flush()
+			out = append(out, []Job{j})
+			continue
+		}
+		if len(cur) > 0 && (size+j.Segment.Size > target || len(cur) >= max || cur[0].Urgent != j.Urgent) {
+			flush()
+		}
+		cur = append(cur, j)
+		size += j.Segment.Size
+	}
+	flush()
+	return out
+}
+
+// BatchBase is the name an archive of several segments starts from (before
+// ColdName adds the extension): "<first>..<last>", which says what it holds;
+// "<first>+<n-1>" when that would pass NAME_MAX.
+func BatchBase(first, last string, n int) string {
+	if b := first + ".." + last; len(b) <= model.NameMax-16 {
+		return b
+	}
+	return first + "+" + strconv.Itoa(n-1)
+}

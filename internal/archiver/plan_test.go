@@ -276,3 +276,35 @@ func TestTimeNameReplacesTheWritersNumber(t *testing.T) {
 		t.Errorf("a name past NAME_MAX was made")
 	}
 }
+
+func TestBatchGroupsSmallTextSegmentsInOrder(t *testing.T) {
+	job := func(name string, size int64, enc codec.Encoding, sparse bool) Job {
+		return Job{Segment: model.Segment{Name: name, Size: size, Sparse: sparse}, Encoding: enc}
+	}
+	jobs := []Job{job("a", 40, codec.Text, false), job("b", 40, codec.Text, false), job("c", 40, codec.Text, false),
+		job("d", 10, codec.Zstd, false), job("e", 10, codec.Text, false), job("f", 10, codec.Text, true),
+		job("g", 200, codec.Text, false), job("h", 1, codec.Text, false)}
+	var got []string
+	for _, b := range Batch(jobs, 100, 512) {
+		var names []string
+		for _, j := range b {
+			names = append(names, j.Segment.Name)
+		}
+		got = append(got, strings.Join(names, ""))
+	}
+	// a+b fit 100, c starts anew; d (zstd) and f (sparse) stay alone; g alone
+	// is over target but a job; h follows it.
+	if want := "ab c d e f g h"; strings.Join(got, " ") != want {
+		t.Fatalf("batches %q, want %q", strings.Join(got, " "), want)
+	}
+	if n := len(Batch(jobs[:3], 1<<30, 2)); n != 2 {
+		t.Fatalf("max 2 segments: %d batches", n)
+	}
+	if b := BatchBase("app-1.log", "app-9.log", 9); b != "app-1.log..app-9.log" {
+		t.Fatalf("BatchBase %q", b)
+	}
+	long := strings.Repeat("x", 200)
+	if b := BatchBase(long, long, 3); b != long+"+2" {
+		t.Fatalf("long BatchBase %q", b)
+	}
+}

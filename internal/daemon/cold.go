@@ -12,6 +12,7 @@ import (
 
 	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/codec"
+	"github.com/logcompactd/logcompactd/internal/compactor"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
@@ -287,5 +288,50 @@ func (d *Daemon) probeTiers() {
 			lvl = zap.WarnLevel
 		}
 		d.log.Check(lvl, "cold tier probed").Write(zap.String("cold_dir", p), zap.String("found", what))
+	}
+}
+
+// batches groups a stream's archival jobs into objects when its cold tier is
+// an object store (archiver.Batch, up to compaction.target_size of input); the
+// first job of a batch is renamed after what the object holds. Local tiers:
+// one job each.
+func (d *Daemon) batches(s *model.Stream, jobs []archiver.Job, names *coldNamer) [][]archiver.Job {
+	t := d.tiers[tierKey(s.Config.Archive.ColdDir)]
+	if t == nil || t.store == nil || len(jobs) < 2 {
+		out := make([][]archiver.Job, len(jobs))
+		for i, j := range jobs {
+			out[i] = []archiver.Job{j}
+		}
+		return out
+	}
+	bs := archiver.Batch(jobs, int64(s.Config.Compaction.TargetSize), compactor.MaxInputs)
+	for _, b := range bs {
+		if len(b) < 2 {
+			continue
+		}
+		first, last := b[0].Segment, b[len(b)-1].Segment
+		fn, ln := first.Name, last.Name
+		if s.Config.Order == "mtime" {
+			fn, ln = archiver.TimeName(fn, first.Mtime), archiver.TimeName(ln, last.Mtime)
+		}
+		b[0].Name = names.take(s.Config.Name, archiver.BatchBase(fn, ln, len(b)), s.Config.Archive.Compress)
+		b[0].Output = s.Config.Name + "/" + b[0].Name
+	}
+	return bs
+}
+
+// take reserves the first free cold name made from base (a batch's).
+func (n *coldNamer) take(stream, base, compress string) string {
+	taken := n.taken[stream]
+	if taken == nil {
+		taken = map[string]bool{}
+		n.taken[stream] = taken
+	}
+	for i := 0; ; i++ {
+		cand := archiver.ColdName(base, codec.Text, compress, i)
+		if !taken[cand] {
+			taken[cand] = true
+			return cand
+		}
 	}
 }

@@ -495,10 +495,21 @@ func (d *Daemon) plan(now time.Time) *Report {
 		exclude := map[string]bool{}
 		var actions []Action
 		stat := statLookup(d.last[s.Config.Name].Entries)
-		for _, j := range arch.Jobs[s.Config.Name] {
+		for _, batch := range d.batches(s, arch.Jobs[s.Config.Name], names) {
+			j := batch[0]
+			pa := plannedArchive{stream: s.Config, job: j, input: fsx.RefOf(j.Segment.Name, stat(j.Segment.Name))}
+			a := Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason}
 			exclude[j.Segment.Name] = true
-			actions = append(actions, Action{Kind: "archive", Segments: []string{j.Segment.Name}, Output: j.Output, Reason: j.Reason})
-			d.archives = append(d.archives, plannedArchive{stream: s.Config, job: j, input: fsx.RefOf(j.Segment.Name, stat(j.Segment.Name))})
+			for _, more := range batch[1:] {
+				exclude[more.Segment.Name] = true
+				a.Segments = append(a.Segments, more.Segment.Name)
+				pa.more = append(pa.more, fsx.RefOf(more.Segment.Name, stat(more.Segment.Name)))
+			}
+			if len(batch) > 1 {
+				a.Reason += fmt.Sprintf("; %d segments in one object (an object store charges per request)", len(batch))
+			}
+			actions = append(actions, a)
+			d.archives = append(d.archives, pa)
 		}
 		var why []string
 		var deferred []Action

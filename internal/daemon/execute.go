@@ -31,6 +31,7 @@ type plannedArchive struct {
 	stream config.Stream
 	job    archiver.Job
 	input  fsx.FileRef
+	more   []fsx.FileRef // the segments after input in the same object (a batch)
 }
 
 // outcome is reported back to the loop, which owns the growth tracker.
@@ -261,9 +262,9 @@ func (x *executor) submitArchives(stream config.Stream, chain []plannedArchive, 
 		hot.Close()
 		return // logged by the tier; the segments stay hot
 	}
-	refs := make([]fsx.FileRef, len(chain))
-	for i, pa := range chain {
-		refs[i] = pa.input
+	var refs []fsx.FileRef
+	for _, pa := range chain {
+		refs = append(append(refs, pa.input), pa.more...)
 	}
 	closeCold := func() {
 		if cold != nil {
@@ -410,13 +411,16 @@ func (x *executor) mergeSucceeded(stream string) {
 func (x *executor) runArchive(hot, cold *fsx.Dir, store fsx.Publisher, tier *coldTier, pa plannedArchive) bool {
 	a := pa.stream.Archive
 	start := time.Now()
-	jl := x.begin(JobLine{Op: "archive", Stream: pa.stream.Name, Segments: []string{pa.job.Segment.Name},
-		Output: tier.path + "/" + pa.job.Output})
+	segs := []string{pa.job.Segment.Name}
+	for _, m := range pa.more {
+		segs = append(segs, m.Name)
+	}
+	jl := x.begin(JobLine{Op: "archive", Stream: pa.stream.Name, Segments: segs, Output: tier.path + "/" + pa.job.Output})
 	res, err := x.d.arch.Move(x.ctx, archiver.MoveJob{Stream: pa.stream.Name, Hot: hot, HotPath: pa.stream.Dir,
-		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Store: store, Segment: pa.input, Output: pa.job.Name,
+		Cold: cold, ColdPath: filepath.Join(tier.path, pa.stream.Name), Store: store, Segment: pa.input, More: pa.more, Output: pa.job.Name,
 		Compress: a.Compress, Urgent: pa.job.Urgent, Sparse: pa.job.Segment.Sparse, Encoding: pa.job.Encoding})
 	fields := []zap.Field{zap.String("stream", pa.stream.Name), zap.String("action", "archive"),
-		zap.String("segment", pa.job.Segment.Name), zap.String("output", tier.path+"/"+pa.job.Output),
+		zap.String("segment", pa.job.Segment.Name), zap.Strings("segments", segs), zap.String("output", tier.path+"/"+pa.job.Output),
 		zap.String("rule", string(pa.job.Kind)), zap.Bool("urgent", pa.job.Urgent), zap.Int64("bytes", res.Bytes),
 		zap.Int64("written", res.Written), zap.Bool("renamed", res.Renamed),
 		zap.Int64("duration_ms", time.Since(start).Milliseconds()), zap.String("reason", pa.job.Reason)}
