@@ -25,7 +25,7 @@ build:
 
 # The man pages, from docs/*.md (go-md2man, a tool in go.mod): reproducible, no
 # build date; the version is the binary's.
-man: $(BIN)
+man:
 	mkdir -p bin/man
 	for p in logcompactd.8 logcompactd.yaml.5; do \
 	  $(GO) tool go-md2man -in docs/$$p.md | sed 's/@VERSION@/$(VERSION)/' > bin/man/$$p || exit 1; \
@@ -36,7 +36,7 @@ man: $(BIN)
 test: lint unit fuzz
 
 unit:
-	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 # Each fuzzer for $(FUZZTIME), starting from its committed seed corpus (testdata/fuzz).
 fuzz:

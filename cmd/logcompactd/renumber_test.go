@@ -193,6 +193,10 @@ func newRenumberRig(t *testing.T) *renumberRig {
 // writers_test.go: real log writers, each with its own pattern and order).
 func newRigStream(t *testing.T, st rigStream) *renumberRig {
 	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
+	// The kill rigs spend most of their minute waiting on writers and kill
+	// schedules: they run side by side (go test -parallel, GOMAXPROCS at a time),
+	// after the package's other tests.
+	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("LCD_RENUMBER_SEED"); s != "" {
 		var err error
