@@ -4,7 +4,8 @@
 # the idle-daemon measurements (BENCH_IDLE_SECONDS each, default 330) and the
 # soak (BENCH_SOAK, default 10m) are most of it. Run as root: the scan takes real
 # leases as the daemon does, the soak mounts a tmpfs, fgbench drops the page
-# cache, and bench-archive installs logrotate and zstd if missing.
+# cache, and bench-archive installs logrotate and zstd if missing. The S3 rows
+# need versitygw on PATH (.ci/run installs it).
 #
 #   BENCH_IDLE_SECONDS=330 BENCH_SOAK=10m BENCH_DISK_DIR=/var/tmp make bench
 set -euo pipefail
@@ -23,6 +24,7 @@ make -s build
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
   go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
   ./scripts/bench-archive.sh
+  go test -run '^$' -bench BenchmarkArchiveToS3 -benchtime 1x -count 3 ./internal/archiver
   go run ./scripts/fgbench -bin bin/logcompactd -dir "$disk" -size $((1 << 30))
   IDLE_SECONDS=${BENCH_IDLE_SECONDS:-330} ./scripts/bench-idle.sh 1 100000
   IDLE_SECONDS=${BENCH_IDLE_SECONDS:-330} ./scripts/bench-idle.sh 1000 100

@@ -65,7 +65,7 @@ func openRig(hotPath, coldPath, statePath string) (*rig, error) {
 	return r, nil
 }
 
-func newRig(t *testing.T, hot, cold string) *rig {
+func newRig(t testing.TB, hot, cold string) *rig {
 	t.Helper()
 	r, err := openRig(hot, cold, filepath.Join(t.TempDir(), "state"))
 	if err != nil {

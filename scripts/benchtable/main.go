@@ -143,6 +143,7 @@ func rows(t *tab) []row {
 		rate    = "`go test -run '^$' -bench 'BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor`"
 		predict = "`go test -run '^$' -bench BenchmarkPredictionVsReaction -benchtime 1x ./internal/archiver`"
 		archive = "`scripts/bench-archive.sh`"
+		s3      = "`go test -run '^$' -bench BenchmarkArchiveToS3 -benchtime 1x -count 3 ./internal/archiver`"
 		fg      = "`go run ./scripts/fgbench -bin bin/logcompactd -dir /var/tmp -size 1073741824`"
 		soak    = "`make soak` (`SOAK=10m`)"
 	)
@@ -190,6 +191,15 @@ func rows(t *tab) []row {
 		row{"Archive 200 MiB with zstd, unpaced", archive, fmt.Sprintf("%.1f MB/s", zs), fmt.Sprintf("`zstd -3` command %.1f MB/s", z3), ratio(zs, z3), "—"},
 		row{"Archive 200 MiB with gzip, unpaced", archive, fmt.Sprintf("%.1f MB/s", gz), fmt.Sprintf("logrotate `compress` %.1f MB/s", lr), ratio(gz, lr), "—"},
 		row{"Archive 200 MiB with zstd, default `max_rate` 64 MiB/s", archive, fmt.Sprintf("%.1f MB/s", paced), "the budget, 67.1 MB/s", ratio(paced, 67.108864), "—"})
+	s3d, s3l, s3p := t.med("BenchmarkArchiveToS3", "s3-MB/s"), t.med("BenchmarkArchiveToS3", "dir-MB/s"), t.med("BenchmarkArchiveToS3", "put-MB/s")
+	ws, wb := t.med("BenchmarkArchiveToS3", "writes/GiB-single"), t.med("BenchmarkArchiveToS3", "writes/GiB-batched")
+	out = append(out,
+		row{"Archive 200 MiB with zstd to S3 (versitygw on loopback: stage, multipart upload, HEAD verify, remove)", s3,
+			fmt.Sprintf("%.1f MB/s", s3d), fmt.Sprintf("the same to a local cold dir %.1f MB/s", s3l), ratio(s3d, s3l), "—"},
+		row{"Archive 200 MiB with zstd to S3, against a plain PUT of the same compressed bytes (same SDK)", s3,
+			fmt.Sprintf("%.1f MB/s", s3d), fmt.Sprintf("plain PUT %.1f MB/s (input-equivalent)", s3p), ratio(s3d, s3p), "—"},
+		row{"Write requests (PUT, POST) per GiB archived to S3, 200 segments of 100 KiB", s3,
+			fmt.Sprintf("%.0f batched", wb), fmt.Sprintf("one object per segment: %.0f", ws), ratio(wb, ws), "—"})
 	un := map[string]string{"scenario": "unpaced"}
 	pl := map[string]string{"scenario": "rate+load"}
 	r := map[string]string{"scenario": "rate"}
