@@ -304,6 +304,23 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 // listing and the stats) shows one file under two names. Which name is current
 // cannot be told; jobs find files by identity, so the first is kept.
 func dedupe(es []Entry) []Entry {
+	if len(es) < 2 {
+		return es
+	}
+	// Almost always there is no duplicate: find out with a sorted slice of
+	// inode numbers (8 bytes a segment, once) rather than a map (~40).
+	inos := make([]uint64, len(es))
+	for i := range es {
+		inos[i] = es[i].Stat.Ino
+	}
+	slices.Sort(inos)
+	dup := false
+	for i := 1; i < len(inos) && !dup; i++ {
+		dup = inos[i] == inos[i-1]
+	}
+	if !dup {
+		return es
+	}
 	var seen map[fsx.FileID]bool
 	out := es[:0]
 	for _, e := range es {
