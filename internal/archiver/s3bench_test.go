@@ -171,5 +171,3 @@ type staticCreds struct{ id, secret string }
 func (c staticCreds) Retrieve(context.Context) (aws.Credentials, error) {
 	return aws.Credentials{AccessKeyID: c.id, SecretAccessKey: c.secret, Source: "bench"}, nil
 }
-
-
