@@ -36,6 +36,7 @@ const (
 	recDone     byte = 4
 	recRemoving byte = 5
 	recBlocked  byte = 6
+	recUpload   byte = 7
 	headerLen        = 10
 )
 
@@ -93,7 +94,10 @@ type Op struct {
 	Temp    string
 	Inputs  []FileRef
 	Created *FileRef // the temp file's identity, once created
-	Commit  *Commit
+	// Upload is the staged output's size and CRC-32C, journaled before it is
+	// sent to a destination that is not a directory (an object store).
+	Upload *Upload
+	Commit *Commit
 	// Removing is journaled after a commit once every input was found: from then
 	// on an input that is gone was removed by the op itself.
 	Removing bool
@@ -101,6 +105,12 @@ type Op struct {
 	// changed, or that cannot be removed), once: later attempts that fail the
 	// same way are not reported again, and the journal does not grow with them.
 	Blocked string
+}
+
+// Upload is what an op is about to send to an object store.
+type Upload struct {
+	Size int64
+	CRC  uint32
 }
 
 // InputsInactive reports whether the op's inputs are committed into its output
@@ -342,6 +352,11 @@ func (j *Journal) apply(p []byte) error {
 		if op := j.ops[id]; op != nil && d.err == nil {
 			op.Commit = c
 		}
+	case recUpload:
+		u := &Upload{Size: d.varint(), CRC: uint32(d.uvarint())}
+		if op := j.ops[id]; op != nil && d.err == nil {
+			op.Upload = u
+		}
 	case recRemoving:
 		if op := j.ops[id]; op != nil && d.err == nil {
 			op.Removing = true
@@ -447,6 +462,14 @@ func encodeCreated(id uint64, r FileRef) []byte {
 	return e.b
 }
 
+func encodeUpload(id uint64, u *Upload) []byte {
+	e := &enc{b: []byte{recUpload}}
+	e.uvarint(id)
+	e.varint(u.Size)
+	e.uvarint(uint64(u.CRC))
+	return e.b
+}
+
 func encodeCommit(id uint64, c *Commit) []byte {
 	e := &enc{b: []byte{recCommit}}
 	e.uvarint(id)
@@ -475,6 +498,9 @@ func (j *Journal) Begin(op Op) (uint64, error) {
 
 // Created journals the identity of the op's temporary output.
 func (j *Journal) Created(id uint64, r FileRef) error { return j.append(encodeCreated(id, r), true) }
+
+// Upload journals the size and CRC-32C of the output about to be uploaded.
+func (j *Journal) Upload(id uint64, u Upload) error { return j.append(encodeUpload(id, &u), true) }
 
 // Commit journals that the op's output is durable, verified and in place.
 func (j *Journal) Commit(id uint64, c Commit) error { return j.append(encodeCommit(id, &c), true) }
@@ -586,6 +612,9 @@ func (j *Journal) pendingRecords() []byte {
 		buf.Write(frame(encodeBegin(id, op)))
 		if op.Created != nil {
 			buf.Write(frame(encodeCreated(id, *op.Created)))
+		}
+		if op.Upload != nil {
+			buf.Write(frame(encodeUpload(id, op.Upload)))
 		}
 		if op.Commit != nil {
 			buf.Write(frame(encodeCommit(id, op.Commit)))

@@ -311,3 +311,24 @@ func TestRemovingAndLazyDoneSurviveReopenAndCompaction(t *testing.T) {
 		t.Fatalf("after reopen: %+v", ops)
 	}
 }
+
+// The size and CRC-32C journaled before an upload are read back, also after a
+// compaction rewrote the journal.
+func TestJournalUploadRecord(t *testing.T) {
+	d, _ := openTestDir(t)
+	j, err := OpenJournal(d, "journal")
+	must(t, err)
+	id, err := j.Begin(sampleOp())
+	must(t, err)
+	must(t, j.Created(id, FileRef{Name: ".logcompactd-tmp-x", Dev: 1, Ino: 77}))
+	must(t, j.Upload(id, Upload{Size: 1 << 33, CRC: 0xfeedface}))
+	must(t, j.Compact(0))
+	must(t, j.Close())
+	j, err = OpenJournal(d, "journal")
+	must(t, err)
+	defer j.Close()
+	ops := j.Pending()
+	if len(ops) != 1 || ops[0].Upload == nil || ops[0].Upload.Size != 1<<33 || ops[0].Upload.CRC != 0xfeedface || ops[0].Commit != nil {
+		t.Fatalf("after a compaction: %+v", ops)
+	}
+}

@@ -402,6 +402,16 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 	if err := ctx.Err(); err != nil {
 		return abort(err)
 	}
+	if _, local := s.Dst.(*Dir); !local {
+		// An upload: its size and checksum are the intent's too, journaled
+		// before a byte leaves (the object's mark ties it to this op).
+		u := Upload{Size: c.OutSize, CRC: c.OutCRC}
+		if err := r.Journal.Upload(op.ID, u); err != nil {
+			return abort(err)
+		}
+		op.Upload = &u
+		r.step(s.Kind, "upload-journaled")
+	}
 	if err := s.Dst.Publish(op.Temp, op.Output); err != nil {
 		// Renamed, unless the name was taken (then nothing happened); a failed
 		// fsync after the rename leaves it published.
