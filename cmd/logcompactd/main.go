@@ -78,14 +78,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmdPlan(g, asJSON, stdout, stderr) },
 	}
 	planCmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (see README)")
-	var strict bool
+	var strict, configOnly bool
 	checkCmd := &cobra.Command{Use: "check", Short: "validate the config and what it names on this host; changes nothing",
 		Long: "check loads the config as run would, then checks the host: each cold_dir exists and is usable,\n" +
 			"the metrics textfile's dir is writable. It warns (names and mtimes that disagree, metrics served\n" +
 			"beyond loopback, a managed dir not there yet). Exit 0: usable; 2: the config or the host cannot work\n" +
 			"(with --strict, also any warning).", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(g, strict, stdout, stderr) }}
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(g, strict, configOnly, stdout, stderr) }}
 	checkCmd.Flags().BoolVar(&strict, "strict", false, "warnings fail too (exit 2): what the package's postinst uses")
+	checkCmd.Flags().BoolVar(&configOnly, "config-only", false,
+		"validate the config as run does at start, nothing on the host (the unit's ExecStartPre: a cold tier not mounted yet must not stop the daemon)")
 	var since, until, to string
 	catCmd := &cobra.Command{Use: "cat STREAM",
 		Short: "print a stream's lines in order: its archives (cold dir or bucket), then hot, decompressed; changes nothing",
@@ -319,12 +321,16 @@ func cmdStatus(g *globals, asJSON bool, stdout io.Writer) error {
 	return st.WriteTable(stdout)
 }
 
-func cmdCheck(g *globals, strict bool, stdout, stderr io.Writer) error {
+func cmdCheck(g *globals, strict, configOnly bool, stdout, stderr io.Writer) error {
 	cfg, log, err := setup(g, io.Discard) // the log settings are checked as run would use them
 	if err != nil {
 		return err
 	}
 	_ = log.Sync()
+	if configOnly {
+		fmt.Fprintf(stdout, "%s: config ok (%d streams)\n", cfg.File, len(cfg.Streams))
+		return nil
+	}
 	problems, warnings := lcd.Check(cfg)
 	for _, w := range warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", cfg.File, w)

@@ -472,6 +472,11 @@ func TestExitCodes(t *testing.T) {
 	if _, stderr, code := ec.cli("check"); code != 2 || !strings.Contains(stderr, "archive.cold_dir: "+filepath.Join(ec.dir, "cold")+" does not exist") {
 		t.Fatalf("check with a missing cold dir: exit %d: %s", code, stderr)
 	}
+	// The unit's ExecStartPre: the config only; a cold tier not mounted yet
+	// must not keep the daemon (and its other streams) from starting.
+	if out, stderr, code := ec.cli("check", "--config-only"); code != 0 || !strings.Contains(out, "config ok") {
+		t.Fatalf("check --config-only with a missing cold dir: exit %d: %s %s", code, out, stderr)
+	}
 	// A warning (a managed dir not there yet) passes check, fails check --strict.
 	must(t, os.Remove(ec.logs))
 	must(t, os.Mkdir(filepath.Join(ec.dir, "cold"), 0o755))
