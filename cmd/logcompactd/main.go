@@ -270,15 +270,7 @@ func cmdPlan(g *globals, asJSON bool, stdout, stderr io.Writer) error {
 	body, err := askDaemon(cfg, "/v1/plan")
 	switch {
 	case err == nil:
-		if asJSON {
-			_, err := stdout.Write(body)
-			return err
-		}
-		var r lcd.Report
-		if err := json.Unmarshal(body, &r); err != nil {
-			return fmt.Errorf("the daemon's plan: %w", err)
-		}
-		return r.WriteTable(stdout)
+		return show(body, asJSON, &lcd.Report{}, "plan", stdout)
 	case !errors.Is(err, control.ErrNoDaemon):
 		return err // a daemon runs but cannot be asked: a second computation could disagree with it
 	}
@@ -310,15 +302,20 @@ func cmdStatus(g *globals, asJSON bool, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return show(body, asJSON, &lcd.Status{}, "status", stdout)
+}
+
+// show prints a daemon's JSON answer as it came (--json), or decoded into v
+// as v's table.
+func show(body []byte, asJSON bool, v interface{ WriteTable(io.Writer) error }, what string, stdout io.Writer) error {
 	if asJSON {
 		_, err := stdout.Write(body)
 		return err
 	}
-	var st lcd.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("the daemon's status: %w", err)
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("the daemon's %s: %w", what, err)
 	}
-	return st.WriteTable(stdout)
+	return v.WriteTable(stdout)
 }
 
 func cmdCheck(g *globals, strict, configOnly bool, stdout, stderr io.Writer) error {
@@ -348,6 +345,16 @@ func cmdCheck(g *globals, strict, configOnly bool, stdout, stderr io.Writer) err
 	return nil
 }
 
+// configAndWindow loads the config and parses --since and --until (cat, restore).
+func configAndWindow(g *globals, since, until string) (*config.Config, lcd.Window, error) {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return nil, lcd.Window{}, err
+	}
+	w, err := window(since, until)
+	return cfg, w, err
+}
+
 // window parses --since and --until: RFC 3339, or a duration ago.
 func window(since, until string) (lcd.Window, error) {
 	var w lcd.Window
@@ -372,11 +379,7 @@ func window(since, until string) (lcd.Window, error) {
 }
 
 func cmdCat(g *globals, stream, since, until string, stdout io.Writer) error {
-	cfg, err := loadConfig(g)
-	if err != nil {
-		return err
-	}
-	w, err := window(since, until)
+	cfg, w, err := configAndWindow(g, since, until)
 	if err != nil {
 		return err
 	}
@@ -388,11 +391,7 @@ func cmdCat(g *globals, stream, since, until string, stdout io.Writer) error {
 }
 
 func cmdRestore(g *globals, stream, to, since, until string, stdout io.Writer) error {
-	cfg, err := loadConfig(g)
-	if err != nil {
-		return err
-	}
-	w, err := window(since, until)
+	cfg, w, err := configAndWindow(g, since, until)
 	if err != nil {
 		return err
 	}

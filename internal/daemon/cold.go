@@ -191,25 +191,37 @@ func (d *Daemon) coldNamer() *coldNamer {
 }
 
 func (n *coldNamer) name(s *model.Stream, seg model.Segment) (string, codec.Encoding) {
-	taken := n.taken[s.Config.Name]
-	if taken == nil {
-		taken = n.list(s.Config)
-		n.taken[s.Config.Name] = taken
-	}
 	enc := n.encoding(s.Config, seg)
 	compress := s.Config.Archive.Compress
 	if seg.Sparse {
 		compress = "none" // archived as it is, holes kept
 	}
-	base := seg.Name
-	if s.Config.Order == "mtime" { // a renumbering writer's name says nothing in cold: its time does
-		base = archiver.TimeName(seg.Name, seg.Mtime)
+	return n.take(s.Config, baseName(s.Config, seg), enc, compress), enc
+}
+
+// baseName is what a segment's archive is named after: its name, or in an
+// mtime-ordered stream its time (a renumbering writer's name says nothing in
+// cold).
+func baseName(sc config.Stream, seg model.Segment) string {
+	if sc.Order == "mtime" {
+		return archiver.TimeName(seg.Name, seg.Mtime)
+	}
+	return seg.Name
+}
+
+// take reserves the first free cold name made from base: not in the stream's
+// cold subdir (listed once a pass) nor given to another archive of this pass.
+func (n *coldNamer) take(sc config.Stream, base string, enc codec.Encoding, compress string) string {
+	taken := n.taken[sc.Name]
+	if taken == nil {
+		taken = n.list(sc)
+		n.taken[sc.Name] = taken
 	}
 	for i := 0; ; i++ {
 		cand := archiver.ColdName(base, enc, compress, i)
 		if !taken[cand] {
 			taken[cand] = true
-			return cand, enc
+			return cand
 		}
 	}
 }
@@ -309,29 +321,9 @@ func (d *Daemon) batches(s *model.Stream, jobs []archiver.Job, names *coldNamer)
 		if len(b) < 2 {
 			continue
 		}
-		first, last := b[0].Segment, b[len(b)-1].Segment
-		fn, ln := first.Name, last.Name
-		if s.Config.Order == "mtime" {
-			fn, ln = archiver.TimeName(fn, first.Mtime), archiver.TimeName(ln, last.Mtime)
-		}
-		b[0].Name = names.take(s.Config.Name, archiver.BatchBase(fn, ln, len(b)), s.Config.Archive.Compress)
+		base := archiver.BatchBase(baseName(s.Config, b[0].Segment), baseName(s.Config, b[len(b)-1].Segment), len(b))
+		b[0].Name = names.take(s.Config, base, codec.Text, s.Config.Archive.Compress)
 		b[0].Output = s.Config.Name + "/" + b[0].Name
 	}
 	return bs
-}
-
-// take reserves the first free cold name made from base (a batch's).
-func (n *coldNamer) take(stream, base, compress string) string {
-	taken := n.taken[stream]
-	if taken == nil {
-		taken = map[string]bool{}
-		n.taken[stream] = taken
-	}
-	for i := 0; ; i++ {
-		cand := archiver.ColdName(base, codec.Text, compress, i)
-		if !taken[cand] {
-			taken[cand] = true
-			return cand
-		}
-	}
 }

@@ -120,6 +120,7 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 		last: map[string]scanner.Result{}, prev: map[string]string{}, segBuf: map[string][]model.Segment{},
 		overCap: map[string]bool{}, deferring: map[string]bool{}, metrics: newMetrics(o.Version), started: o.Now(),
 		asks: make(chan func())}
+	d.metrics.configure(cfg)
 	if err := d.openState(); err != nil {
 		return nil, err
 	}
@@ -155,9 +156,7 @@ func (d *Daemon) setTiers(cfg *config.Config) {
 					st.Fault = d.opts.Fault
 				}
 				if err != nil {
-					// Archival to it fails (and backs off) with this error; hot stays.
-					t.b.fail(d.opts.Now(), err)
-					d.log.Error("cold tier unusable", zap.String("cold_dir", p), zap.Error(err))
+					t.fail(d.opts.Now(), err) // archival to it backs off, logged; hot stays
 				}
 				t.store = st
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -115,6 +116,13 @@ func (x *executor) end(j *JobLine, result string, err error) {
 	if len(x.mu.recent) > recentJobs {
 		x.mu.recent = slices.Delete(x.mu.recent, 0, len(x.mu.recent)-recentJobs)
 	}
+}
+
+// tallies counts the finished jobs by "op result" ("archive ok", ...).
+func (x *executor) tallies() map[string]int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return maps.Clone(x.mu.tally)
 }
 
 // jobs lists the running jobs (oldest first) and the recent finished ones.

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/model"
 )
 
@@ -96,19 +97,23 @@ func (m *metrics) observePass(d *Daemon, streams []*model.Stream, r *Report, too
 	deferred := map[string]int{"load": 0}
 	for i, s := range streams {
 		name := s.Config.Name
-		m.capB.WithLabelValues(name).Set(float64(s.Config.Archive.MaxHotBytes))
 		if s.Err != "" {
 			continue // the last values stay: a stream that cannot be scanned did not empty
 		}
 		m.hot.WithLabelValues(name).Set(float64(s.HotBytes))
 		m.growth.WithLabelValues(name).Set(s.GrowthRate)
 		m.predicted.WithLabelValues(name).Set(s.PredictedBytes)
-		by := map[model.State]int{model.Active: 0, model.Closed: 0, model.Consolidated: 0, model.Inactive: 0}
+		var by [len(segmentStates)]int
 		for _, seg := range s.Segments {
-			by[seg.State]++
+			for k, st := range segmentStates {
+				if seg.State == st {
+					by[k]++
+					break
+				}
+			}
 		}
-		for st, n := range by {
-			m.segments.WithLabelValues(name, string(st)).Set(float64(n))
+		for k, st := range segmentStates {
+			m.segments.WithLabelValues(name, string(st)).Set(float64(by[k]))
 		}
 		over := 0.0
 		if i < len(r.Streams) && r.Streams[i].OverCap {
@@ -118,11 +123,6 @@ func (m *metrics) observePass(d *Daemon, streams []*model.Stream, r *Report, too
 		if i < len(r.Streams) {
 			deferred["load"] += len(r.Streams[i].Deferred)
 			m.streamDeferred.WithLabelValues(name).Set(float64(len(r.Streams[i].Deferred)))
-		}
-		m.shrunk.WithLabelValues(name).Add(0)
-		for _, res := range []string{"ok", "abandoned", "failed"} {
-			m.compactions.WithLabelValues(name, res).Add(0)
-			m.archivals.WithLabelValues(name, res).Add(0)
 		}
 	}
 	for reason, n := range deferred {
@@ -143,10 +143,24 @@ func (m *metrics) observePass(d *Daemon, streams []*model.Stream, r *Report, too
 	}
 }
 
-// forget drops the per-stream and per-tier series (a reload may remove some).
-func (m *metrics) forget() {
+// segmentStates are the values of stream_segments' state label.
+var segmentStates = [...]model.State{model.Active, model.Closed, model.Consolidated, model.Inactive}
+
+// configure sets what follows from the config alone, once per config (Open,
+// reload) rather than every pass: the per-stream and per-tier gauges start
+// over (a reload may remove streams), the caps are set, and every stream's
+// counters exist from the start (at 0) so that rates and alerts see them.
+func (m *metrics) configure(cfg *config.Config) {
 	for _, v := range []*prometheus.GaugeVec{m.hot, m.growth, m.predicted, m.capB, m.segments, m.overCap, m.streamDeferred, m.coldUp} {
 		v.Reset()
+	}
+	for _, s := range cfg.Streams {
+		m.capB.WithLabelValues(s.Name).Set(float64(s.Archive.MaxHotBytes))
+		m.shrunk.WithLabelValues(s.Name)
+		for _, res := range []string{"ok", "abandoned", "failed"} {
+			m.compactions.WithLabelValues(s.Name, res)
+			m.archivals.WithLabelValues(s.Name, res)
+		}
 	}
 }
 

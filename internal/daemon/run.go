@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,9 +53,7 @@ func (d *Daemon) onceSummary(r *Report, err error) {
 			why = append(why, s.Name+": "+a.Kind+" "+strings.Join(a.Segments, " ")+": "+a.Reason)
 		}
 	}
-	d.exec.mu.Lock()
-	t := maps.Clone(d.exec.mu.tally)
-	d.exec.mu.Unlock()
+	t := d.exec.tallies()
 	fields := []zap.Field{zap.Int("streams", len(r.Streams)), zap.Int("decided", decided),
 		zap.Int("merged", t["compact ok"]), zap.Int("merges_abandoned", t["compact abandoned"]),
 		zap.Int("merges_failed", t["compact failed"]), zap.Int("archived", t["archive ok"]),
@@ -564,5 +561,5 @@ func (d *Daemon) apply(cfg *config.Config) {
 	if d.exec != nil {
 		d.exec.resize(cfg.Compaction.Workers) // Run waited for every job before apply
 	}
-	d.metrics.forget() // streams and cold dirs may be gone; the next pass sets what is
+	d.metrics.configure(cfg) // streams and cold dirs may be gone; the next pass sets what is
 }

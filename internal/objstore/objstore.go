@@ -199,20 +199,6 @@ func (s *Store) Mtime(ctx context.Context, stream, name string) (time.Time, erro
 	return aws.ToTime(h.LastModified), nil
 }
 
-// OpenUploads lists multipart uploads not completed or aborted under the
-// store's prefix (tests: none may be left).
-func (s *Store) OpenUploads(ctx context.Context) ([]string, error) {
-	out, err := s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: aws.String(s.prefix)})
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for _, u := range out.Uploads {
-		keys = append(keys, aws.ToString(u.Key))
-	}
-	return keys, nil
-}
-
 // Publisher returns the fsx.Publisher of stream, staging in stage (the
 // stream's hot dir: a staged archive is a temp there, as a merge output is).
 func (s *Store) Publisher(stream string, stage *fsx.Dir) *Publisher {
