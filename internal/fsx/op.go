@@ -45,8 +45,9 @@ type Publisher interface {
 	// Stage creates the temporary output exclusively, born private, then with
 	// the owner, group and mode of like.
 	Stage(temp string, like Stat) (*os.File, Stat, error)
-	// Publish makes temp visible as name without replacing anything, durably.
-	Publish(temp, name string) error
+	// Publish makes temp — size bytes with CRC-32C crc, as verified — visible
+	// as name without replacing anything, durably.
+	Publish(temp, name string, size int64, crc uint32) error
 	// Verify reports whether name is the created output with size bytes whose
 	// checksum is crc.
 	Verify(name string, created FileRef, size int64, crc uint32) bool
@@ -65,8 +66,9 @@ func (d *Dir) Stage(temp string, like Stat) (*os.File, Stat, error) {
 	return d.CreateOutput(temp, like)
 }
 
-// Publish implements Publisher: rename without replacing, then fsync d.
-func (d *Dir) Publish(temp, name string) error {
+// Publish implements Publisher: rename without replacing, then fsync d (the
+// rename keeps the bytes the layer verified: size and crc are not needed).
+func (d *Dir) Publish(temp, name string, _ int64, _ uint32) error {
 	if err := d.RenameNoReplace(temp, name); err != nil {
 		return err
 	}
@@ -412,7 +414,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 		op.Upload = &u
 		r.step(s.Kind, "upload-journaled")
 	}
-	if err := s.Dst.Publish(op.Temp, op.Output); err != nil {
+	if err := s.Dst.Publish(op.Temp, op.Output, c.OutSize, c.OutCRC); err != nil {
 		// Renamed, unless the name was taken (then nothing happened); a failed
 		// fsync after the rename leaves it published.
 		published = !errors.Is(err, ErrExists)

@@ -100,6 +100,11 @@ func newFaultRig(t *testing.T, partSize int64, timeout time.Duration) *faultRig 
 	return &faultRig{t: t, s3: s3, px: px, store: st, stage: stage, pub: st.Publisher("app", stage)}
 }
 
+// publish publishes a temp staged from data, as the layer would (its size and CRC-32C).
+func (r *faultRig) publish(p *Publisher, temp, name string, data []byte) error {
+	return p.Publish(temp, name, int64(len(data)), fsx.UpdateChecksum(0, data))
+}
+
 // staged writes data as a staged temp, as the operation layer would.
 func (r *faultRig) staged(data []byte) (string, fsx.FileRef) {
 	temp := ".lcd-o-" + strings.ReplaceAll(r.t.Name(), "/", "_")
@@ -147,7 +152,7 @@ func TestUploadRetriesSlowDown(t *testing.T) {
 	data := bytes.Repeat([]byte("line\n"), 1000)
 	temp, _ := r.staged(data)
 	r.px.set(2, slowDown)
-	if err := r.pub.Publish(temp, "a.zst"); err != nil {
+	if err := r.publish(r.pub, temp, "a.zst", data); err != nil {
 		t.Fatalf("Publish after SlowDown: %v", err)
 	}
 	if r.px.seen.Load() != 2 {
@@ -179,7 +184,7 @@ func TestUploadSurvivesAResetMidPart(t *testing.T) {
 		}
 		return true
 	})
-	if err := r.pub.Publish(temp, "b"); err != nil {
+	if err := r.publish(r.pub, temp, "b", data); err != nil {
 		t.Fatalf("Publish after a reset: %v", err)
 	}
 	if r.px.seen.Load() != 1 || !bytes.Equal(r.object("b"), data) {
@@ -196,6 +201,7 @@ func TestUploadSurvivesAResetMidPart(t *testing.T) {
 func TestHungStoreFailsWithinItsDeadline(t *testing.T) {
 	r := newFaultRig(t, 5<<20, time.Second)
 	temp, created := r.staged([]byte("x\n"))
+	data := []byte("x\n")
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	r.px.set(100, func(w http.ResponseWriter, req *http.Request) bool {
@@ -209,7 +215,7 @@ func TestHungStoreFailsWithinItsDeadline(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	err := r.pub.Publish(temp, "c")
+	err := r.publish(r.pub, temp, "c", data)
 	took := time.Since(start)
 	if err == nil {
 		t.Fatal("Publish to a hung store succeeded")
@@ -260,9 +266,9 @@ func TestStoreIgnoringIfNoneMatch(t *testing.T) {
 	// somebody else's object, written through the server
 	temp0, _ := r.staged([]byte("theirs\n"))
 	other := r.store.Publisher("app", r.stage)
-	must(t, other.Publish(temp0, "d"))
+	must(t, r.publish(other, temp0, "d", []byte("theirs\n")))
 	temp, created := r.staged([]byte("ours\n"))
-	err = r.pub.Publish(temp, "d")
+	err = r.publish(r.pub, temp, "d", []byte("ours\n"))
 	if !errors.Is(err, fsx.ErrExists) {
 		t.Fatalf("Publish over another object: %v, want ErrExists", err)
 	}
@@ -279,5 +285,20 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUploadWithAWrongChecksumIsRefused: the CRC-32C the layer verified goes
+// with the upload; bytes that do not match it never become an object.
+func TestUploadWithAWrongChecksumIsRefused(t *testing.T) {
+	r := newFaultRig(t, 5<<20, 10*time.Second)
+	data := []byte("verified line\n")
+	temp, _ := r.staged(data)
+	err := r.pub.Publish(temp, "e", int64(len(data)), fsx.UpdateChecksum(0, data)+1)
+	if err == nil {
+		t.Fatal("an upload whose checksum does not match its bytes was accepted")
+	}
+	if r.object("e") != nil {
+		t.Errorf("an object appeared: %q", r.object("e"))
 	}
 }

@@ -243,14 +243,18 @@ func crcB64(crc uint32) string {
 	return base64.StdEncoding.EncodeToString(b[:])
 }
 
-// Publish implements fsx.Publisher: upload temp as name without overwriting,
-// with its CRC-32C and the op's mark, check the stored object with HEAD, then
-// remove the staged temp. ErrExists when the name holds another object.
-func (p *Publisher) Publish(temp, name string) error {
+// Publish implements fsx.Publisher: upload temp (size bytes, CRC-32C crc, as
+// the layer verified and journaled them) as name without overwriting, with
+// the op's mark, check the stored object with HEAD, then remove the staged
+// temp. ErrExists when the name holds another object.
+func (p *Publisher) Publish(temp, name string, size int64, crc uint32) error {
 	ctx := context.Background()
 	st, err := p.stage.Stat(temp)
 	if err != nil {
 		return fmt.Errorf("staged archive %s: %w", temp, err)
+	}
+	if st.Size != size {
+		return fmt.Errorf("staged archive %s: %d bytes, %d verified: %w", temp, st.Size, size, fsx.ErrVerify)
 	}
 	created := fsx.RefOf(temp, st)
 	f, err := p.stage.OpenRead(temp, st)
@@ -258,10 +262,6 @@ func (p *Publisher) Publish(temp, name string) error {
 		return err
 	}
 	defer f.Close()
-	crc, err := fsx.ChecksumFile(f, st.Size)
-	if err != nil {
-		return fmt.Errorf("checksum %s: %w", temp, err)
-	}
 	key := p.s.key(p.stream, name)
 	if p.s.IgnoresIfNoneMatch() {
 		if h, err := p.head(ctx, name); err == nil {
