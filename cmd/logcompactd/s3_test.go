@@ -178,4 +178,23 @@ streams:
 	if got := run("cat", "app"); got != want.String() {
 		t.Fatalf("cat: %d bytes, want %d", len(got), want.Len())
 	}
+	// restore writes the object back; a second restore into the same dir
+	// fails and replaces nothing.
+	dir := t.TempDir()
+	run("restore", "app", "--to", dir)
+	restored := filepath.Join(dir, "app-000001.log..app-000040.log")
+	got, err := os.ReadFile(restored)
+	must(t, err)
+	if want40 := want.String()[:len(want.String())-10]; string(got) != want40 {
+		t.Fatalf("restored %d bytes, want %d", len(got), len(want40))
+	}
+	must(t, os.WriteFile(restored, []byte("the operator's own\n"), 0o644))
+	again := exec.Command(binary, "--config", e.config, "restore", "app", "--to", dir)
+	again.Env = append(childEnv(), store.Env()...)
+	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "exists") {
+		t.Fatalf("restore over an existing file: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(restored); string(b) != "the operator's own\n" {
+		t.Fatalf("restore replaced a file: %q", b)
+	}
 }

@@ -408,3 +408,38 @@ func TestBatchIsOneArchiveOfItsSegmentsInOrder(t *testing.T) {
 		})
 	}
 }
+
+// VerifyArchive checks a batch input by input: the right bytes in another
+// order, or one input's checksum wrong, or bytes beyond the inputs, fail.
+func TestVerifyArchiveChecksEachInputOfABatch(t *testing.T) {
+	a, b := []byte(content(100)), []byte(content(200))
+	ins := []fsx.FileRef{{Name: "a", Size: int64(len(a))}, {Name: "b", Size: int64(len(b))}}
+	c := &fsx.Commit{InputCRCs: []uint32{fsx.UpdateChecksum(0, a), fsx.UpdateChecksum(0, b)}}
+	zst := func(parts ...[]byte) []byte {
+		var buf strings.Builder
+		zw, _ := zstd.NewWriter(&buf)
+		for _, p := range parts {
+			zw.Write(p)
+		}
+		zw.Close()
+		return []byte(buf.String())
+	}
+	if err := VerifyArchive(strings.NewReader(string(zst(a, b))), ins, c); err != nil {
+		t.Fatalf("a good batch: %v", err)
+	}
+	bad := *c
+	bad.InputCRCs = []uint32{c.InputCRCs[0], c.InputCRCs[1] + 1}
+	for what, tc := range map[string]struct {
+		data []byte
+		c    *fsx.Commit
+	}{
+		"swapped":     {zst(b, a), c},
+		"wrong crc":   {zst(a, b), &bad},
+		"extra bytes": {zst(a, b, []byte("more\n")), c},
+		"short":       {zst(a), c},
+	} {
+		if err := VerifyArchive(strings.NewReader(string(tc.data)), ins, tc.c); err == nil {
+			t.Errorf("%s: verified", what)
+		}
+	}
+}
