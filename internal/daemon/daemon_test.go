@@ -15,7 +15,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/model"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -203,5 +205,43 @@ func TestMetricsCoverTheContractAndTheAlertRules(t *testing.T) {
 		if !have[n] {
 			t.Errorf("%s is promised (README or alerts.yaml) but not exported", n)
 		}
+	}
+}
+
+// TestNoBatchesInAStreamWhoseWriterRenames: to a bucket, an order: name
+// stream's small segments share an object; an order: mtime stream's never do
+// (a scan racing its writer's renames can miss a segment between two it saw).
+func TestNoBatchesInAStreamWhoseWriterRenames(t *testing.T) {
+	// Credentials from the environment: no trip to EC2's metadata service.
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	for _, c := range []struct {
+		order string
+		want  int
+	}{{"name", 1}, {"mtime", 3}} {
+		dir := t.TempDir()
+		cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`state_dir: %s/state
+archive: {cold_dir: "s3://bkt", s3: {endpoint: "http://127.0.0.1:1", path_style: true, timeout: 1s}}
+streams:
+  - {name: app, dir: %s/logs, pattern: "app.log*", order: %s}
+`, dir, dir, c.order)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(cfg, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &model.Stream{Config: cfg.Streams[0]}
+		var jobs []archiver.Job
+		for i := 1; i <= 3; i++ {
+			jobs = append(jobs, archiver.Job{Stream: "app", Segment: model.Segment{Name: fmt.Sprintf("app.log.%d", i), Size: 10,
+				Mtime: time.Unix(int64(i), 0)}})
+		}
+		if got := len(d.batches(s, jobs, d.coldNamer())); got != c.want {
+			t.Errorf("order %s: %d archives for 3 small segments, want %d", c.order, got, c.want)
+		}
+		d.Close()
 	}
 }
