@@ -306,13 +306,13 @@ func (d *Daemon) probeTiers() {
 // batches groups a stream's archival jobs into objects when its cold tier is
 // an object store (archiver.Batch, up to compaction.target_size of input); the
 // first job of a batch is renamed after what the object holds. Local tiers:
-// one job each. So do order: mtime streams — their writers rename segments, and
-// a scan racing a rename can miss one between two it saw: a batch around it
-// would hold the stream out of order for good (a kill test under CI load did
-// that), where single archives stay in order and the missed one follows later.
+// one job each. Streams whose writers rename (order: mtime) batch too: a batch
+// around a segment the scan missed would hold the stream out of order for
+// good, and the scanner does not miss one (it lists again after its stats and
+// scans until nothing changed in between: scanner.ErrUnsettled).
 func (d *Daemon) batches(s *model.Stream, jobs []archiver.Job, names *coldNamer) [][]archiver.Job {
 	t := d.tiers[tierKey(s.Config.Archive.ColdDir)]
-	if t == nil || t.store == nil || len(jobs) < 2 || s.Config.Order != "name" {
+	if t == nil || t.store == nil || len(jobs) < 2 {
 		out := make([][]archiver.Job, len(jobs))
 		for i, j := range jobs {
 			out[i] = []archiver.Job{j}

@@ -1,6 +1,7 @@
 package fsx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,37 +60,44 @@ func (d *Dir) Locate(r FileRef) (string, Stat, error) {
 // namesWithInode lists the entries of d whose directory entry carries inode ino,
 // from the entries themselves (getdents): no stat per name.
 func (d *Dir) namesWithInode(ino uint64) ([]string, error) {
+	var out []string
+	err := d.EachEntry(func(name []byte, i uint64) {
+		if i == ino {
+			out = append(out, string(name))
+		}
+	})
+	return out, err
+}
+
+// EachEntry calls fn with the name and inode number of every entry of d but
+// "." and "..", straight from getdents: no stat per name. name is only valid
+// during the call.
+func (d *Dir) EachEntry(fn func(name []byte, ino uint64)) error {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open dir", Path: d.path, Err: err}
+		return &os.PathError{Op: "open dir", Path: d.path, Err: err}
 	}
 	defer unix.Close(fd)
-	var out []string
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
-			return nil, &os.PathError{Op: "getdents", Path: d.path, Err: err}
+			return &os.PathError{Op: "getdents", Path: d.path, Err: err}
 		}
 		if n <= 0 {
-			return out, nil
+			return nil
 		}
 		for b := buf[:n]; len(b) >= 19; {
 			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			if reclen < 19 || reclen > len(b) {
-				return nil, &os.PathError{Op: "getdents", Path: d.path, Err: io.ErrUnexpectedEOF}
+				return &os.PathError{Op: "getdents", Path: d.path, Err: io.ErrUnexpectedEOF}
 			}
-			if binary.NativeEndian.Uint64(b[0:8]) == ino {
-				name := b[19:reclen]
-				for i, c := range name {
-					if c == 0 {
-						name = name[:i]
-						break
-					}
-				}
-				if s := string(name); s != "." && s != ".." {
-					out = append(out, s)
-				}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := name; !(len(s) == 1 && s[0] == '.') && !(len(s) == 2 && s[0] == '.' && s[1] == '.') {
+				fn(name, binary.NativeEndian.Uint64(b[0:8]))
 			}
 			b = b[reclen:]
 		}

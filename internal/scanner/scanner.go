@@ -87,6 +87,9 @@ type Scanner struct {
 	leases  map[leaseKey]leaseAnswer
 	warned  map[string]string // dir/dev:ino -> what was logged, so each file is logged once whatever its name
 	last    map[string]Result // latest good scan per stream name, for reuse
+	// listed, when set (tests), runs between a listing and its stats: the
+	// window in which a writer's renames make a scan miss a file.
+	listed func(dir string)
 }
 
 // New returns a scanner for the given streams. Directories are opened lazily, and
@@ -176,7 +179,7 @@ func (s *Scanner) dir(path string) (*fsx.Dir, error) {
 // ~0.3 s pass of statx calls into a few milliseconds.
 func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result {
 	var out []Result
-	listed := map[string][]string{}
+	listed := map[string][]dirent{}
 	listErr := map[string]error{}
 	for _, st := range s.streams {
 		path := filepath.Clean(st.Dir)
@@ -203,21 +206,48 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 			out = append(out, res)
 			continue
 		}
-		names, ok := listed[path]
-		if !ok {
-			names, err = d.Names()
-			listed[path], listErr[path] = names, err
-		}
-		if err := listErr[path]; err != nil {
-			res.Err = err
-			out = append(out, res)
-			continue
-		}
 		total, avail, err := d.Statfs()
 		if err == nil {
 			res.FS = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
 		}
-		s.scanStream(d, names, &res)
+		// A listing and the stats that follow it are not one snapshot: a writer
+		// that renames while they run (logrotate's numbered scheme moves .3 to .4,
+		// .2 to .3, ...) can move a file to a name already stat'ed, and the scan
+		// misses it. A merge or a batch planned around the missing segment would
+		// join segments that are not adjacent. So the directory is listed again
+		// after the stats, and the stream is scanned again until nothing it
+		// matches changed in between (entries with their inode numbers).
+		for try := 1; ; try++ {
+			ents, ok := listed[path]
+			if !ok {
+				ents, err = list(d)
+				listed[path], listErr[path] = ents, err
+			}
+			if err := listErr[path]; err != nil {
+				res.Err = err
+				break
+			}
+			before := s.scanStream(d, ents, &res)
+			after, err := s.fingerprint(d, res.Stream.Pattern)
+			if err != nil {
+				res.Err = err
+				break
+			}
+			if after == before {
+				break
+			}
+			delete(listed, path)
+			if try == maxTries {
+				res.Err = fmt.Errorf("%s: %w (%d listings)", d.Path(), ErrUnsettled, maxTries)
+				break
+			}
+			res.Entries, res.Foreign = nil, nil
+		}
+		if res.Err != nil {
+			res.Entries, res.Foreign = nil, nil
+			out = append(out, res)
+			continue
+		}
 		s.last[st.Name] = res
 		out = append(out, res)
 	}
@@ -225,14 +255,80 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 	return out
 }
 
-func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
-	matched := make([]string, 0, len(names))
-	for _, n := range names {
-		if fsx.IsTemp(n) {
-			continue
+// maxTries bounds the listings of a directory that keeps changing while it is
+// scanned; then the stream sits this pass out (ErrUnsettled).
+const maxTries = 4
+
+// ErrUnsettled: every listing of a stream's directory differed from the one
+// before its stats. The stream is not acted on this pass.
+var ErrUnsettled = errors.New("the segments were renamed or replaced while every scan ran; not acted on this pass")
+
+// dirent is a directory entry as getdents gives it.
+type dirent struct {
+	name string
+	ino  uint64
+}
+
+func list(d *fsx.Dir) ([]dirent, error) {
+	var out []dirent
+	err := d.EachEntry(func(name []byte, ino uint64) {
+		out = append(out, dirent{string(name), ino})
+	})
+	return out, err
+}
+
+// matches says whether a directory entry belongs to a stream with pattern.
+func matches(pattern, name string) bool {
+	if fsx.IsTemp(name) {
+		return false
+	}
+	m, _ := filepath.Match(pattern, name)
+	return m
+}
+
+// print is an order-independent digest of a stream's entries (names and inode
+// numbers) in one listing.
+type print struct {
+	n   int
+	sum uint64
+}
+
+func (p *print) add(name string, ino uint64) {
+	x := uint64(14695981039346656037) // FNV-1a of the name, without an allocation
+	for i := 0; i < len(name); i++ {
+		x = (x ^ uint64(name[i])) * 1099511628211
+	}
+	x ^= ino * 0x9e3779b97f4a7c15
+	// splitmix64's finalizer: sums of mixed values do not cancel by accident.
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	p.n++
+	p.sum += x
+}
+
+// fingerprint lists d again and digests the entries matching pattern.
+func (s *Scanner) fingerprint(d *fsx.Dir, pattern string) (print, error) {
+	var p print
+	err := d.EachEntry(func(name []byte, ino uint64) {
+		if n := string(name); matches(pattern, n) {
+			p.add(n, ino)
 		}
-		if m, _ := filepath.Match(res.Stream.Pattern, n); m {
-			matched = append(matched, n)
+	})
+	return p, err
+}
+
+// scanStream fills res from a listing of the stream's directory and returns the
+// digest of the entries it used.
+func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
+	var fp print
+	matched := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if matches(res.Stream.Pattern, e.name) {
+			matched = append(matched, e.name)
+			fp.add(e.name, e.ino)
 		}
 	}
 	// Stat straight into the entries, then keep the good ones in place.
@@ -241,6 +337,9 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 		all[i].Name = n
 	}
 	failed := make([]bool, len(matched))
+	if s.listed != nil {
+		s.listed(d.Path())
+	}
 	s.statAll(d, all, failed)
 
 	res.Entries = all[:0]
@@ -297,6 +396,7 @@ func (s *Scanner) scanStream(d *fsx.Dir, names []string, res *Result) {
 	if !s.opts.NamesOnly {
 		s.checkWriters(d, res)
 	}
+	return fp
 }
 
 // dedupe keeps one entry per file: a writer that renames while the directory

@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -417,5 +418,105 @@ func TestDedupeKeepsOneEntryPerFile(t *testing.T) {
 	}
 	if strings.Join(names, " ") != "app.log.3 app.log.5 other" {
 		t.Fatalf("dedupe: %v", names)
+	}
+}
+
+// rotateNumbered does what logrotate's numbered scheme does at a rotation:
+// app.log.N -> app.log.N+1 from the highest down, app.log -> app.log.1, a new app.log.
+func rotateNumbered(t *testing.T, dir string, highest int) {
+	t.Helper()
+	for i := highest; i >= 1; i-- {
+		if err := os.Rename(filepath.Join(dir, fmt.Sprintf("app.log.%d", i)), filepath.Join(dir, fmt.Sprintf("app.log.%d", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(filepath.Join(dir, "app.log"), filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "app.log"), "new\n", 0)
+}
+
+func inodes(t *testing.T, dir string) map[uint64]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]string{}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[fi.Sys().(*syscall.Stat_t).Ino] = e.Name()
+	}
+	return out
+}
+
+// A rotation between the listing and the stats moves the oldest segment to a
+// name that was not listed: the scan must not come back without it (a merge
+// or a batch planned around a missing segment joins segments that are not
+// adjacent).
+func TestARotationDuringTheScanMissesNoSegment(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "app.log"), "5\n", 10*time.Minute)
+	for i := 1; i <= 3; i++ {
+		write(t, filepath.Join(dir, fmt.Sprintf("app.log.%d", i)), fmt.Sprintf("%d\n", 4-i), time.Duration(10+i)*time.Hour)
+	}
+	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{NamesOnly: true})
+	defer s.Close()
+	rotations := 0
+	s.listed = func(string) {
+		if rotations == 0 {
+			rotations++
+			rotateNumbered(t, dir, 3)
+		}
+	}
+	r := scanOne(t, s)
+	want := inodes(t, dir)
+	got := map[uint64]string{}
+	for _, e := range r.Entries {
+		got[e.Stat.Ino] = e.Name
+	}
+	if len(got) != len(want) || len(r.Entries) != 5 {
+		t.Fatalf("after a rotation during the scan: got %v (%d entries), the directory holds %v", got, len(r.Entries), want)
+	}
+	for ino, name := range want {
+		if got[ino] != name {
+			t.Errorf("inode %d: scanned as %q, the directory has it as %q", ino, got[ino], name)
+		}
+	}
+	if rotations != 1 {
+		t.Fatalf("%d rotations", rotations)
+	}
+}
+
+// A directory renamed under every scan: the stream sits the pass out, with an
+// error that says why, rather than a result that may be missing segments.
+func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "app.log"), "x\n", time.Hour)
+	write(t, filepath.Join(dir, "app.log.1"), "y\n", 2*time.Hour)
+	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{NamesOnly: true})
+	defer s.Close()
+	highest := 1
+	s.listed = func(string) {
+		rotateNumbered(t, dir, highest)
+		highest++
+	}
+	rs := s.Scan(time.Now(), nil, nil)
+	if len(rs) != 1 || !errors.Is(rs[0].Err, ErrUnsettled) || len(rs[0].Entries) != 0 {
+		t.Fatalf("got %+v, want ErrUnsettled and no entries", rs)
+	}
+	if highest-1 != maxTries {
+		t.Fatalf("%d scans, want %d", highest-1, maxTries)
+	}
+	if !strings.Contains(rs[0].Err.Error(), dir) {
+		t.Errorf("the error does not name the directory: %v", rs[0].Err)
+	}
+	// Once the writer is quiet, the next pass scans it.
+	s.listed = nil
+	if r := scanOne(t, s); len(r.Entries) != highest+1 {
+		t.Fatalf("%d entries after the writer settled, want %d", len(r.Entries), highest+1)
 	}
 }
