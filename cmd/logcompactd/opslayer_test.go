@@ -25,7 +25,7 @@ func TestPlanShowsTheColdNameTheMoveUses(t *testing.T) {
 			must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
 scan_interval: 100ms
 load: {enabled: false}
-compaction: {threshold: 1000000}
+compaction: {threshold: 1000000, target_size: 1KiB}   # each segment its own archive
 archive: {cold_dir: %s, max_age: 1h, compress: %s}
 streams:
   - {name: app, dir: %s, pattern: "app-*.log"}

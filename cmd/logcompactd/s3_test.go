@@ -130,20 +130,40 @@ func (r *renumberRig) catCheck(written int) int {
 	return len(lines)
 }
 
-// TestSmallSegmentsGoInOneObject: forty 2 KB closed segments past max_age and
-// a bucket: one `once` uploads one object named after the first and last
-// segment it holds (an object store charges per request), removes them from
-// hot, and `cat` gives their bytes back in order.
+// TestSmallSegmentsGoInOneObject: forty 2 KB closed segments past max_age: one
+// `once` archives them as one archive named after the first and last segment
+// it holds — one object to a bucket (an object store charges per request),
+// one file to a local cold dir (one job and one set of fsyncs, not forty) —
+// removes them from hot, and `cat` gives their bytes back in order. With
+// compress: none a local archival is a rename per segment: no batch.
 func TestSmallSegmentsGoInOneObject(t *testing.T) {
-	store := testutil.StartS3(t, "bkt")
+	for _, tier := range []string{"s3", "local", "local-none"} {
+		t.Run(tier, func(t *testing.T) { smallSegmentsInOneArchive(t, tier) })
+	}
+}
+
+func smallSegmentsInOneArchive(t *testing.T, tier string) {
 	e := newEnv(t)
+	var storeEnv []string
+	archive := fmt.Sprintf(`{cold_dir: %s/cold, max_age: 1h}`, e.dir)
+	coldDir := filepath.Join(e.dir, "cold", "app")
+	switch tier {
+	case "s3":
+		store := testutil.StartS3(t, "bkt")
+		storeEnv = store.Env()
+		archive = fmt.Sprintf(`{cold_dir: "s3://bkt/h", max_age: 1h, s3: {endpoint: %q, path_style: true}}`, store.Endpoint)
+		coldDir = filepath.Join(store.Dir, "bkt", "h", "app")
+	case "local-none":
+		archive = fmt.Sprintf(`{cold_dir: %s/cold, max_age: 1h, compress: none}`, e.dir)
+	}
+	must(t, os.MkdirAll(filepath.Join(e.dir, "cold"), 0o755))
 	must(t, os.WriteFile(e.config, []byte(fmt.Sprintf(`state_dir: %s/state
 load: {enabled: false}
 compaction: {threshold: 1000000, target_size: 1MiB}
-archive: {cold_dir: "s3://bkt/h", max_age: 1h, s3: {endpoint: %q, path_style: true}}
+archive: %s
 streams:
   - {name: app, dir: %s, pattern: "app-*.log"}
-`, e.dir, store.Endpoint, e.logs)), 0o644))
+`, e.dir, archive, e.logs)), 0o644))
 	var want strings.Builder
 	for i := 1; i <= 40; i++ {
 		p := e.segment(fmt.Sprintf("app-%06d.log", i), 2000, 2*time.Hour)
@@ -155,7 +175,7 @@ streams:
 	want.WriteString(strings.Repeat("l\n", 5))
 	run := func(args ...string) string {
 		cmd := exec.Command(binary, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = append(childEnv(), store.Env()...)
+		cmd.Env = append(childEnv(), storeEnv...)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("%v: %v", args, err)
@@ -163,8 +183,17 @@ streams:
 		return string(out)
 	}
 	run("once")
-	objs, err := os.ReadDir(filepath.Join(store.Dir, "bkt", "h", "app"))
+	objs, err := os.ReadDir(coldDir)
 	must(t, err)
+	if tier == "local-none" {
+		if len(objs) != 40 || objs[0].Name() != "app-000001.log" {
+			t.Fatalf("%d archives (first %v), want the 40 segments renamed", len(objs), objs[0])
+		}
+		if got := run("cat", "app"); got != want.String() {
+			t.Fatalf("cat: %d bytes, want %d", len(got), want.Len())
+		}
+		return
+	}
 	if len(objs) != 1 || objs[0].Name() != "app-000001.log..app-000040.log.zst" {
 		var names []string
 		for _, o := range objs {
@@ -190,7 +219,7 @@ streams:
 	}
 	must(t, os.WriteFile(restored, []byte("the operator's own\n"), 0o644))
 	again := exec.Command(binary, "--config", e.config, "restore", "app", "--to", dir)
-	again.Env = append(childEnv(), store.Env()...)
+	again.Env = append(childEnv(), storeEnv...)
 	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "exists") {
 		t.Fatalf("restore over an existing file: %v\n%s", err, out)
 	}

@@ -33,8 +33,8 @@ type MoveJob struct {
 	// store (always a journaled copy, staged in Hot).
 	Store   fsx.Publisher
 	Segment fsx.FileRef // as scanned: identity, size, mtime, the name seen
-	// More are the segments that follow Segment in the same archive (a batch
-	// for an object store: Batch), in stream order; all text.
+	// More are the segments that follow Segment in the same archive (Batch),
+	// in stream order; all text. A batch is always copied, never renamed.
 	More     []fsx.FileRef
 	Output   string // the cold name, as planned (see ColdName); never replaces
 	Compress string // none|gzip|zstd
@@ -68,7 +68,7 @@ func (e *Env) Move(ctx context.Context, j MoveJob) (MoveResult, error) {
 	dst := fsx.Publisher(j.Cold)
 	if j.Store != nil {
 		dst = j.Store
-	} else if asIs && j.Hot.Dev() == j.Cold.Dev() {
+	} else if asIs && len(j.More) == 0 && j.Hot.Dev() == j.Cold.Dev() {
 		err := e.Ops.Move(ctx, fsx.MoveSpec{Stream: j.Stream, Src: j.Hot, SrcPath: j.HotPath, Dst: j.Cold, DstPath: j.ColdPath,
 			Input: j.Segment, Output: j.Output})
 		if !errors.Is(err, fsx.ErrCrossDevice) { // a bind mount: same device number, another mount

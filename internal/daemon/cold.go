@@ -303,16 +303,20 @@ func (d *Daemon) probeTiers() {
 	}
 }
 
-// batches groups a stream's archival jobs into objects when its cold tier is
-// an object store (archiver.Batch, up to compaction.target_size of input); the
-// first job of a batch is renamed after what the object holds. Local tiers:
-// one job each. Streams whose writers rename (order: mtime) batch too: a batch
-// around a segment the scan missed would hold the stream out of order for
-// good, and the scanner does not miss one (it lists again after its stats and
-// scans until nothing changed in between: scanner.ErrUnsettled).
+// batches groups a stream's archival jobs into archives of several segments
+// (archiver.Batch, up to compaction.target_size of input); the first job of a
+// batch is renamed after what the archive holds. An object store charges per
+// request and suffers from many small objects; a local tier pays a journaled
+// job with its fsyncs per archive (1,000 tiny segments one by one: 31 s), so
+// it batches too whenever the bytes are copied anyway (compress gzip or zstd;
+// with none, a segment on the same filesystem is moved by a rename).
+// Streams whose writers rename (order: mtime) batch too: a batch around a
+// segment the scan missed would hold the stream out of order for good, and the
+// scanner does not miss one (it lists again after its stats and scans until
+// nothing changed in between: scanner.ErrUnsettled).
 func (d *Daemon) batches(s *model.Stream, jobs []archiver.Job, names *coldNamer) [][]archiver.Job {
 	t := d.tiers[tierKey(s.Config.Archive.ColdDir)]
-	if t == nil || t.store == nil || len(jobs) < 2 {
+	if t == nil || len(jobs) < 2 || (t.store == nil && s.Config.Archive.Compress == "none") {
 		out := make([][]archiver.Job, len(jobs))
 		for i, j := range jobs {
 			out[i] = []archiver.Job{j}

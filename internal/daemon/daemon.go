@@ -505,7 +505,7 @@ func (d *Daemon) plan(now time.Time) *Report {
 				pa.more = append(pa.more, fsx.RefOf(more.Segment.Name, stat(more.Segment.Name)))
 			}
 			if len(batch) > 1 {
-				a.Reason += fmt.Sprintf("; %d segments in one object (an object store charges per request)", len(batch))
+				a.Reason += fmt.Sprintf("; %d segments in one archive (one job, one verification, one set of fsyncs)", len(batch))
 			}
 			actions = append(actions, a)
 			d.archives = append(d.archives, pa)
