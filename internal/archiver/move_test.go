@@ -443,3 +443,48 @@ func TestVerifyArchiveChecksEachInputOfABatch(t *testing.T) {
 		}
 	}
 }
+
+// countingPacer records what a job asks the pacer for.
+type countingPacer struct{ asked int64 }
+
+func (p *countingPacer) Wait(_ context.Context, n int) error {
+	p.asked += int64(n)
+	return nil
+}
+
+// A paced archival is charged for the bytes it reads, not for its buffer: a
+// batch of forty 2 KB segments asked for 40 × 2 MiB (a 1 MiB buffer, charged
+// for the data and again for the read that sees EOF), which at the default
+// 64 MiB/s slept 31 ms per segment.
+func TestPacingChargesTheBytesRead(t *testing.T) {
+	base := t.TempDir()
+	r := newRig(t, filepath.Join(base, "hot"), filepath.Join(base, "cold"))
+	var names []string
+	var total int64
+	for i := 1; i <= 40; i++ {
+		n := fmt.Sprintf("app-%02d.log", i)
+		data := content(2000 + i)
+		total += int64(len(data))
+		if err := os.WriteFile(filepath.Join(r.hotPath, n), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	j := r.job(t, names[0], "zstd")
+	for _, n := range names[1:] {
+		st, err := r.hot.Stat(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.More = append(j.More, fsx.RefOf(n, st))
+	}
+	j.Output = ColdName(BatchBase(names[0], names[len(names)-1], len(names)), codec.Text, "zstd", 0)
+	p := &countingPacer{}
+	r.env.Pacer = p
+	if _, err := r.env.Move(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	if p.asked != total {
+		t.Fatalf("the pacer was asked for %d bytes; the segments hold %d", p.asked, total)
+	}
+}

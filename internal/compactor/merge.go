@@ -210,7 +210,12 @@ func (e *Env) copyCompressed(ctx context.Context, to codec.Encoding, out *fsx.Ou
 			if in.Broken() {
 				return c, fmt.Errorf("input %q: %w", in.Name, fsx.ErrLeaseBroken)
 			}
-			if err := e.Pacer.Wait(ctx, chunk); err != nil {
+			// Charged for what this read can bring, not the buffer (see copyOne).
+			if n := min(int64(chunk), in.Ref.Size-n64); n > 0 {
+				if err := e.Pacer.Wait(ctx, int(n)); err != nil {
+					return c, err
+				}
+			} else if err := ctx.Err(); err != nil {
 				return c, err
 			}
 			k, rerr := in.File.Read(buf)

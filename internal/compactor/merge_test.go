@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -458,5 +459,34 @@ func TestMergeKeepsHoles(t *testing.T) {
 	}
 	if !bytes.Equal([]byte(r.read("app-1~c1.log")), want) {
 		t.Fatal("output differs from the concatenation")
+	}
+}
+
+// A paced compressing merge is charged for the bytes it reads, not for its
+// buffer: forty 2 KB inputs were charged a chunk each, twice (the data and
+// the read that sees EOF), and slept accordingly.
+func TestPacedMergeIsChargedTheBytesRead(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	var names []string
+	total := 0
+	for i := 1; i <= 40; i++ {
+		n := fmt.Sprintf("app-%02d.log", i)
+		data := strings.Repeat(fmt.Sprintf("line %d\n", i), 250)
+		total += len(data)
+		r.write(n, data)
+		names = append(names, n)
+	}
+	const rate = 1 << 20
+	c := &fakeClock{now: time.Unix(0, 0)}
+	r.env.Pacer = NewPacer(rate, 1<<20, c) // a bucket of 128 KiB
+	j := r.job(names...)
+	j.Compress = "zstd"
+	if _, err := r.env.Merge(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	// At most the bytes over the budget, less the bucket it starts with.
+	slept := c.Now().Sub(time.Unix(0, 0))
+	if limit := time.Duration(float64(total) / rate * float64(time.Second)); slept > limit {
+		t.Fatalf("a paced merge of %d bytes at %d B/s slept %v, more than %v", total, rate, slept, limit)
 	}
 }
