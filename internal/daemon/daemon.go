@@ -338,12 +338,53 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	}
 	d.obsBuf = obs[:0]
 	rep := d.plan(now)
+	// Whether a segment is open for writing is asked only of the inputs of
+	// what was decided (a lease each); one found open is active, and the
+	// decisions are made again without it.
+	for i := 0; i < maxWriterReplans && d.checkWriters(); i++ {
+		rep = d.plan(now)
+	}
 	rep.reread, rep.reused = reread, reused
 	rep.Source = "local"
 	d.lastPass = d.opts.Now().Sub(now)
 	d.lastReport = rep
 	d.metrics.observePass(d, d.lastStreams, rep, d.lastPass, now)
 	return rep
+}
+
+// maxWriterReplans bounds the plans made again because an input was found open
+// for writing; each one marks at least one more segment active. After it, a job
+// whose input is still open is refused by the operation layer's own lease.
+const maxWriterReplans = 8
+
+// checkWriters asks whether the inputs of the planned merges and archivals are
+// open for writing, and reports whether one was (its entry is then marked).
+func (d *Daemon) checkWriters() bool {
+	inputs := map[string]map[model.SegmentID]bool{}
+	add := func(stream string, r fsx.FileRef) {
+		if inputs[stream] == nil {
+			inputs[stream] = map[model.SegmentID]bool{}
+		}
+		inputs[stream][model.SegmentID{Dev: r.Dev, Ino: r.Ino, Gen: r.Gen}] = true
+	}
+	for _, pm := range d.planned {
+		for _, in := range pm.inputs {
+			add(pm.stream.Name, in)
+		}
+	}
+	for _, pa := range d.archives {
+		add(pa.stream.Name, pa.input)
+		for _, m := range pa.more {
+			add(pa.stream.Name, m)
+		}
+	}
+	found := false
+	for stream, ids := range inputs {
+		if r, ok := d.last[stream]; ok && d.scanner.CheckWriters(r, func(id model.SegmentID) bool { return ids[id] }) {
+			found = true
+		}
+	}
+	return found
 }
 
 // shrunk reports a segment that got smaller since the last scan, at warn, and

@@ -24,7 +24,7 @@ import (
 // changes nothing. `check` prints these.
 func OrderWarnings(cfg *config.Config) []string {
 	var out []string
-	s := scanner.New(cfg.Streams, scanner.Options{NamesOnly: true}) // no lease per segment: only names and mtimes matter
+	s := scanner.New(cfg.Streams, scanner.Options{})
 	defer s.Close()
 	for i, r := range s.Scan(time.Now(), nil, nil) {
 		if r.Err != nil || r.Stream.Order != "name" || len(r.Entries) < 2 {

@@ -20,7 +20,7 @@ var (
 )
 
 // tree returns the dirs of a tree of dirs×files segments, each 100 bytes, mtime
-// an hour ago (so every segment but the newest is a candidate for the lease check).
+// an hour ago (every segment but the newest is closed).
 func tree(b *testing.B, dirs, files int) []string {
 	key := fmt.Sprintf("%dx%d", dirs, files)
 	treesMu.Lock()
@@ -69,7 +69,7 @@ func benchScan(b *testing.B, dirs, files int, warm bool) {
 	s := New(streamsFor(ds), Options{})
 	defer s.Close()
 	if warm {
-		s.Scan(time.Now(), nil, nil) // fill the lease-answer cache
+		s.Scan(time.Now(), nil, nil) // open the dirs
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -104,8 +104,9 @@ func benchFind(b *testing.B, dirs, files int) {
 }
 
 // BenchmarkScan: a full scan of 100,000 segments. "cold" is a fresh scanner (the
-// first scan after start: opens dirs and takes a lease on every closed segment);
-// "warm" is the steady state (lease answers for unchanged files reused).
+// first scan after start: opens its dirs); "warm" is the steady state. Neither
+// takes a lease: open for writing is asked of a decision's inputs only
+// (CheckWriters).
 // BenchmarkFind is `find DIR -printf '%s\n'` on the same tree in the same run.
 func BenchmarkScan(b *testing.B) {
 	b.Run("1dir-100k/cold", func(b *testing.B) { benchScan(b, 1, 100000, false) })

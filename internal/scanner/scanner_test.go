@@ -16,6 +16,7 @@ import (
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
@@ -132,6 +133,9 @@ func TestMtimeOrder(t *testing.T) {
 	}
 }
 
+// A scan takes no lease; CheckWriters asks only of the segments it is given,
+// marks the one held open for writing, and a later scan keeps the answer
+// without asking again.
 func TestWriterProcessIsDetected(t *testing.T) {
 	dir := t.TempDir()
 	held := filepath.Join(dir, "w-1.log")
@@ -142,8 +146,24 @@ func TestWriterProcessIsDetected(t *testing.T) {
 	s := New([]config.Stream{stream(dir, "w-*.log", "name")}, Options{})
 	defer s.Close()
 	r := scanOne(t, s)
-	if !r.Entries[0].Writing || r.Entries[1].Writing {
-		t.Fatalf("writing flags: %v %v", r.Entries[0].Writing, r.Entries[1].Writing)
+	if r.Entries[0].Writing || len(s.leases) != 0 {
+		t.Fatalf("a scan asked: writing %v, %d answers", r.Entries[0].Writing, len(s.leases))
+	}
+	second := r.Entries[1].ID()
+	if s.CheckWriters(r, func(id model.SegmentID) bool { return id == second }) || len(s.leases) != 1 {
+		t.Fatalf("asked of w-2.log only: found a writer, or %d answers", len(s.leases))
+	}
+	if !s.CheckWriters(r, func(model.SegmentID) bool { return true }) {
+		t.Fatal("the writer of w-1.log was not found")
+	}
+	if !r.Entries[0].Writing || r.Entries[1].Writing || r.Entries[2].Writing {
+		t.Fatalf("writing flags: %v %v %v", r.Entries[0].Writing, r.Entries[1].Writing, r.Entries[2].Writing)
+	}
+	if len(s.leases) != 2 { // the newest segment is active anyway: not asked
+		t.Fatalf("%d answers cached, want 2", len(s.leases))
+	}
+	if r := scanOne(t, s); !r.Entries[0].Writing || r.Entries[1].Writing {
+		t.Fatalf("the next scan dropped the answers: %v %v", r.Entries[0].Writing, r.Entries[1].Writing)
 	}
 }
 
@@ -296,8 +316,8 @@ func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
 	if !r.Reused || !r.At.Equal(later) || len(r.Entries) != 3 || r.Entries[0].Stat.Size != 4 {
 		t.Fatalf("reused %v at %v, %d entries, first size %d", r.Reused, r.At, len(r.Entries), r.Entries[0].Stat.Size)
 	}
-	if !r.Entries[1].Writing {
-		t.Fatal("a segment past quiesce held open by a writer was not rechecked on reuse")
+	if !s.CheckWriters(r, func(model.SegmentID) bool { return true }) || !r.Entries[1].Writing {
+		t.Fatal("a segment past quiesce held open by a writer was not found on reuse")
 	}
 	if r.FS.Total == 0 {
 		t.Fatal("free space not refreshed")
@@ -372,7 +392,7 @@ func TestInheritKeepsLeaseAnswers(t *testing.T) {
 	}
 	old := New([]config.Stream{stream(dir, "a-*.log", "name")}, Options{})
 	defer old.Close()
-	scanOne(t, old)
+	old.CheckWriters(scanOne(t, old), func(model.SegmentID) bool { return true })
 	if len(old.leases) != 2 { // the newest segment is not checked
 		t.Fatalf("%d answers cached", len(old.leases))
 	}
@@ -463,7 +483,7 @@ func TestARotationDuringTheScanMissesNoSegment(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		write(t, filepath.Join(dir, fmt.Sprintf("app.log.%d", i)), fmt.Sprintf("%d\n", 4-i), time.Duration(10+i)*time.Hour)
 	}
-	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{NamesOnly: true})
+	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{})
 	defer s.Close()
 	rotations := 0
 	s.listed = func(string) {
@@ -497,7 +517,7 @@ func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "app.log"), "x\n", time.Hour)
 	write(t, filepath.Join(dir, "app.log.1"), "y\n", 2*time.Hour)
-	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{NamesOnly: true})
+	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{})
 	defer s.Close()
 	highest := 1
 	s.listed = func(string) {
