@@ -746,36 +746,48 @@ func validatePath(key, p string) error {
 
 // within reports whether path p is dir or lies below it (both cleaned, absolute).
 func within(p, dir string) bool {
-	p, dir = filepath.Clean(p), filepath.Clean(dir)
-	return p == dir || strings.HasPrefix(p, dir+"/")
+	return withinClean(filepath.Clean(p), filepath.Clean(dir))
+}
+
+// withinClean is within for cleaned paths, without an allocation: the layout
+// check compares every stream with every other (a million pairs at 1,000).
+func withinClean(p, dir string) bool {
+	if dir == "/" {
+		return strings.HasPrefix(p, "/")
+	}
+	return p == dir || (len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir))
 }
 
 func validateLayout(c *Config) error {
+	dirs, colds := make([]string, len(c.Streams)), make([]string, len(c.Streams))
+	for i, s := range c.Streams {
+		dirs[i], colds[i] = filepath.Clean(s.Dir), filepath.Clean(s.Archive.ColdDir)
+	}
 	for i, s := range c.Streams {
 		k := fmt.Sprintf("streams[%d]", i)
 		cold := s.Archive.ColdDir
 		for j, o := range c.Streams {
-			if within(cold, o.Dir) {
+			if withinClean(colds[i], dirs[j]) {
 				return keyErr(k+".archive.cold_dir", "cold dir %s is equal to or inside streams[%d].dir %s", cold, j, o.Dir)
 			}
 		}
 		for j, o := range c.Streams {
-			ok := fmt.Sprintf("streams[%d]", j)
-			if within(s.Dir, o.Archive.ColdDir) {
-				return keyErr(k+".dir", "dir %s is inside %s.archive.cold_dir %s", s.Dir, ok, o.Archive.ColdDir)
+			ok := func() string { return fmt.Sprintf("streams[%d]", j) }
+			if withinClean(dirs[i], colds[j]) {
+				return keyErr(k+".dir", "dir %s is inside %s.archive.cold_dir %s", s.Dir, ok(), o.Archive.ColdDir)
 			}
 			if i == j {
 				continue
 			}
-			if filepath.Clean(s.Dir) == filepath.Clean(o.Dir) && j < i && PatternsOverlap(s.Pattern, o.Pattern) {
-				return keyErr(k+".pattern", "pattern %q overlaps %s.pattern %q in the same dir %s: a file would belong to two streams", s.Pattern, ok, o.Pattern, s.Dir)
+			if dirs[i] == dirs[j] && j < i && PatternsOverlap(s.Pattern, o.Pattern) {
+				return keyErr(k+".pattern", "pattern %q overlaps %s.pattern %q in the same dir %s: a file would belong to two streams", s.Pattern, ok(), o.Pattern, s.Dir)
 			}
-			if within(s.Dir, o.Dir) && filepath.Clean(s.Dir) != filepath.Clean(o.Dir) {
+			if dirs[i] != dirs[j] && withinClean(dirs[i], dirs[j]) {
 				// s.Dir is nested in o.Dir: its top component below o.Dir is an entry of o.Dir.
-				rel, _ := filepath.Rel(filepath.Clean(o.Dir), filepath.Clean(s.Dir))
+				rel, _ := filepath.Rel(dirs[j], dirs[i])
 				top := strings.SplitN(rel, "/", 2)[0]
 				if m, _ := filepath.Match(o.Pattern, top); m {
-					return keyErr(k+".dir", "dir %s is nested in %s.dir %s and its entry %q matches that stream's pattern %q", s.Dir, ok, o.Dir, top, o.Pattern)
+					return keyErr(k+".dir", "dir %s is nested in %s.dir %s and its entry %q matches that stream's pattern %q", s.Dir, ok(), o.Dir, top, o.Pattern)
 				}
 			}
 		}
