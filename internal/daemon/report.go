@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -89,10 +91,43 @@ func segmentRows(s *model.Stream) []SegmentReport {
 }
 
 // WriteJSON writes the report as one JSON object.
+//
+// Streams are encoded one at a time into a buffered writer: at 100,000
+// segments the whole report as one value was 20 MB, indented in a second
+// buffer, and most of a fresh `plan`'s memory.
 func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	if len(r.Streams) == 0 {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	head := *r
+	head.Streams = []StreamReport{}
+	b, err := json.MarshalIndent(&head, "", "  ")
+	if err != nil {
+		return err
+	}
+	const empty = "[]\n}"
+	if !bytes.HasSuffix(b, []byte(empty)) {
+		return fmt.Errorf("report encoding: unexpected end %q", b[max(0, len(b)-8):])
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.Write(b[:len(b)-len(empty)])
+	bw.WriteString("[\n")
+	for i := range r.Streams {
+		s, err := json.MarshalIndent(&r.Streams[i], "    ", "  ")
+		if err != nil {
+			return err
+		}
+		bw.WriteString("    ")
+		bw.Write(s)
+		if i < len(r.Streams)-1 {
+			bw.WriteByte(',')
+		}
+		bw.WriteByte('\n')
+	}
+	bw.WriteString("  ]\n}\n")
+	return bw.Flush()
 }
 
 // WriteTable writes the report for people: per stream a header, the segments, and
