@@ -24,6 +24,7 @@ make -s build
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
   go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
   ./scripts/bench-archive.sh
+  ./scripts/bench-scale.sh
   go test -run '^$' -bench BenchmarkArchiveToS3 -benchtime 1x -count 3 ./internal/archiver
   go run ./scripts/fgbench -bin bin/logcompactd -dir "$disk" -size $((1 << 30))
   IDLE_SECONDS=${BENCH_IDLE_SECONDS:-330} ./scripts/bench-idle.sh 1 100000

@@ -26,7 +26,7 @@ var notes string
 type input struct {
 	machine map[string]string
 	bench   map[string][]map[string]float64 // benchmark name (no -N) → one metric map per run
-	kv      map[string][]map[string]string  // FG, IDLE, ARCHIVE, SOAK lines
+	kv      map[string][]map[string]string  // FG, IDLE, ARCHIVE, SCALE, SOAK lines
 }
 
 var (
@@ -59,7 +59,7 @@ func parse(r io.Reader) (*input, error) {
 		}
 		kind, rest, _ := strings.Cut(strings.TrimPrefix(trimmed, "# "), " ")
 		switch kind {
-		case "MACHINE", "FG", "IDLE", "ARCHIVE", "SOAK":
+		case "MACHINE", "FG", "IDLE", "ARCHIVE", "SCALE", "SOAK":
 			fields := map[string]string{}
 			for _, m := range kvField.FindAllStringSubmatch(rest, -1) {
 				fields[m[1]] = strings.Trim(m[2], `"`)
@@ -146,13 +146,14 @@ func rows(t *tab) []row {
 		s3      = "`go test -run '^$' -bench BenchmarkArchiveToS3 -benchtime 1x -count 3 ./internal/archiver`"
 		fg      = "`go run ./scripts/fgbench -bin bin/logcompactd -dir /var/tmp -size 1073741824`"
 		soak    = "`make soak` (`SOAK=10m`)"
+		scale   = "`scripts/bench-scale.sh`"
 	)
 	var out []row
 	for _, tree := range []struct{ name, label string }{{"1dir-100k", "1 dir × 100,000"}, {"1000dirs-100", "1,000 dirs × 100"}} {
 		warm, cold, find := t.med("BenchmarkScan/"+tree.name+"/warm", "ns/op"), t.med("BenchmarkScan/"+tree.name+"/cold", "ns/op"), t.med("BenchmarkFind/"+tree.name, "ns/op")
 		out = append(out,
 			row{"Full scan, steady state, " + tree.label, scan, secs(warm), "`find DIR -printf '%s\\n'` " + secs(find), ratio(warm, find), verdict(warm <= 2*find, "≤ 2× find")},
-			row{"Full scan, first after start (a lease per closed file), " + tree.label, scan, secs(cold), "`find` " + secs(find), ratio(cold, find), "— (once per start)"})
+			row{"Full scan, first after start (a fresh scanner: opens its dirs), " + tree.label, scan, secs(cold), "`find` " + secs(find), ratio(cold, find), "— (once per start)"})
 	}
 	full, quiet := t.med("BenchmarkPass100k/full", "ns/op"), t.med("BenchmarkPass100k/unchanged", "ns/op")
 	out = append(out,
@@ -213,6 +214,18 @@ func rows(t *tab) []row {
 		row{"Foreground append p99 during the merge, `max_rate` only / load only", fg,
 			fmt.Sprintf("%.1f ms / %.1f ms", t.kv("FG", r, "p99_us")/1000, t.kv("FG", l, "p99_us")/1000),
 			fmt.Sprintf("no merge: %.2f ms", base/1000), ratio(t.kv("FG", r, "p99_us"), base) + " / " + ratio(t.kv("FG", l, "p99_us"), base), "—"})
+	sc := func(what, k string) float64 { return t.kv("SCALE", map[string]string{"what": what}, k) }
+	find := sc("find", "seconds")
+	for _, c := range []struct{ what, label string }{{"plan", "`plan --json`"}, {"once-idle", "`once` with nothing to do"}} {
+		secs, rss := sc(c.what, "seconds"), sc(c.what, "max_rss_mib")
+		out = append(out,
+			row{"Fresh " + c.label + " over 100,000 segments in 1,000 dirs, no daemon running (median of 5)", scale,
+				fmt.Sprintf("%.2f s, max RSS %.0f MiB", secs, rss), fmt.Sprintf("`find DIR -printf '%%s\\n'` %.2f s", find), ratio(secs, find),
+				verdict(secs <= 1.5*find, "≤ 1.5× find") + "; " + verdict(rss <= 64, "RSS ≤ 64 MiB")})
+	}
+	tiny, tar := sc("tiny-archive", "seconds"), sc("tiny-archive", "peer_seconds")
+	out = append(out, row{fmt.Sprintf("`once` archiving %.0f tiny closed segments (%.0f archives, zstd; median of 3)", sc("tiny-archive", "segments"), sc("tiny-archive", "archives")), scale,
+		fmt.Sprintf("%.2f s", tiny), fmt.Sprintf("`tar --zstd -cf` + sync + rm %.2f s", tar), ratio(tiny, tar), verdict(tiny <= 10*tar, "≤ 10×")})
 	s := func(k string) float64 { return t.kv("SOAK", nil, k) }
 	lost, dup := s("lost"), s("duplicated")
 	out = append(out, row{fmt.Sprintf("Soak, %.0f min: 4 rotating writers, kill -9 every 1–5 s", s("seconds")/60), soak,

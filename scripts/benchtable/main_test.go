@@ -35,6 +35,10 @@ FG scenario=unpaced max_rate=0 load=false size_mib=1024 merge_s=2.94 merge_mib_s
 FG scenario=rate+load max_rate=64MiB/s load=true size_mib=1024 merge_s=23.83 merge_mib_s=43.0 base_p50_us=176 base_p99_us=392 base_max_us=3397 p50_us=233 p99_us=4773 max_us=17539 appends=11490
 FG scenario=rate max_rate=64MiB/s load=false size_mib=1024 merge_s=16.48 merge_mib_s=62.1 base_p50_us=187 base_p99_us=386 base_max_us=1304 p50_us=246 p99_us=7180 max_us=32844 appends=7797
 FG scenario=load max_rate=0 load=true size_mib=1024 merge_s=3.03 merge_mib_s=338.1 base_p50_us=213 base_p99_us=533 base_max_us=2858 p50_us=317 p99_us=17650 max_us=28598 appends=949
+SCALE what=find segments=100000 dirs=1000 seconds=0.336 max_rss_mib=2.9 runs=5
+SCALE what=plan segments=100000 dirs=1000 seconds=1.821 max_rss_mib=187.3 runs=5
+SCALE what=once-idle segments=100000 dirs=1000 seconds=0.450 max_rss_mib=60.3 runs=5
+SCALE what=tiny-archive segments=1000 bytes=1474664 archives=2 seconds=.477756855 peer_seconds=.259325580
 IDLE dirs=1 per_dir=100000 seconds=330 cpu_pct=0.250 rss_mib=82.8 bytes_per_segment=868 peak_mib=82.8
 IDLE dirs=1000 per_dir=100 seconds=330 cpu_pct=1.500 rss_mib=80.1 bytes_per_segment=840 peak_mib=83.4
     soak_test.go:317: SOAK seconds=600 kills=163 in_flight=51 lines=10039126 lost=0 duplicated=0 merges=2171 archivals=698 peak_mib=51.1 state_bytes=941777
@@ -68,13 +72,16 @@ func TestTableFromRawOutput(t *testing.T) {
 		"## How each row is measured",
 		"| 120.0 MB/s | the same to a local cold dir 160.0 MB/s | 0.75 |",
 		"| 20 batched | one object per segment: 20480 |",
+		"| 1.82 s, max RSS 187 MiB | `find DIR -printf '%s\\n'` 0.34 s | 5.42 | ≤ 1.5× find: **short**; RSS ≤ 64 MiB: **short** |",
+		"| 0.45 s, max RSS 60 MiB | `find DIR -printf '%s\\n'` 0.34 s | 1.34 | ≤ 1.5× find: **met**; RSS ≤ 64 MiB: **met** |",
+		"| 0.48 s | `tar --zstd -cf` + sync + rm 0.26 s | 1.84 | ≤ 10×: **met** |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
-	if n := strings.Count(out, "\n| "); n != 27 {
-		t.Errorf("%d table lines (header + rows), want 27 (header + 26 rows)", n)
+	if n := strings.Count(out, "\n| "); n != 30 {
+		t.Errorf("%d table lines (header + rows), want 30 (header + 29 rows)", n)
 	}
 }
 
