@@ -122,8 +122,36 @@ func soakDuration(t *testing.T) time.Duration {
 // across hot and cold, in order within each file; no temp file anywhere; peak
 // memory of every daemon instance and the state files bounded.
 func TestSoak(t *testing.T) {
-	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
 	dur := soakDuration(t)
+	soak(t, dur, dur-max(10*time.Second, dur/5))
+}
+
+// singleDuration is how long TestSingleInstance runs: LCD_SINGLE (a Go
+// duration; `make soak-single` sets 1h), one minute by default (make test).
+func singleDuration(t *testing.T) time.Duration {
+	if s := os.Getenv("LCD_SINGLE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("LCD_SINGLE=%q: %v", s, err)
+		}
+		return d
+	}
+	return time.Minute
+}
+
+// TestSingleInstance is the soak without kills: one `run` for the whole
+// duration under the same writers, rotation, merges and archival. Every line
+// exactly once, and memory that does not creep: the resident set at the end
+// (median of the last 5 samples, one a second) at most 1.2× what it was at a
+// sixth of the run (10 minutes of an hour; 10 s of make test's minute).
+func TestSingleInstance(t *testing.T) {
+	soak(t, singleDuration(t), 0)
+}
+
+// soak runs the writers for dur; the daemon is killed -9 every 1-5 s during
+// killPhase, then one instance runs to the end.
+func soak(t *testing.T, dur, killPhase time.Duration) {
+	testutil.RequireRoot(t, "mount a tmpfs as the cold tier")
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("LCD_SOAK_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -180,7 +208,6 @@ streams:
 	defer logFile.Close()
 	var kills, inFlight int
 	var peaks []int64 // peak RSS of each killed instance, KiB
-	killPhase := dur - max(10*time.Second, dur/5)
 	deadline := time.Now().Add(killPhase)
 	for time.Now().Before(deadline) {
 		d := exec.Command(bin, "--config", config, "--log-format", "json", "run")
@@ -212,7 +239,7 @@ streams:
 	calm := exec.Command(bin, "--config", config, "--log-format", "json", "run")
 	calm.Stdout, calm.Stderr = logFile, logFile
 	must(t, calm.Start())
-	calmEnd := time.After(max(10*time.Second, dur/5))
+	calmEnd := time.After(dur - killPhase)
 	sample := time.NewTicker(time.Second)
 	var rssKiB []int64
 	for sampling := true; sampling; {
@@ -314,13 +341,23 @@ streams:
 		"RSS of the long-lived one %s MiB; state dir %d bytes",
 		dur, seed, kills, inFlight, total, lost, dup, merges, archives, files, float64(peaks[len(peaks)/2])/1024, float64(peakKiB)/1024, mib(rssKiB), stateBytes)
 	// The same, for make bench's table (scripts/benchtable).
-	t.Logf("SOAK seconds=%.0f kills=%d in_flight=%d lines=%d lost=%d duplicated=%d merges=%d archivals=%d peak_mib=%.1f state_bytes=%d",
-		dur.Seconds(), kills, inFlight, total, lost, dup, merges, archives, float64(peakKiB)/1024, stateBytes)
+	if killPhase > 0 {
+		t.Logf("SOAK seconds=%.0f kills=%d in_flight=%d lines=%d lost=%d duplicated=%d merges=%d archivals=%d peak_mib=%.1f state_bytes=%d",
+			dur.Seconds(), kills, inFlight, total, lost, dup, merges, archives, float64(peakKiB)/1024, stateBytes)
+	}
 	if lost+dup > 0 {
 		t.Fatalf("%d lines lost, %d duplicated (seed %d)", lost, dup, seed)
 	}
 	if merges == 0 || archives == 0 {
 		t.Fatalf("the soak did not exercise the daemon: %d merges, %d archivals", merges, archives)
+	}
+	if killPhase == 0 {
+		// Memory of the one instance: the end against a sixth of the way in.
+		early, late := medianAround(rssKiB, len(rssKiB)/6), medianAround(rssKiB, len(rssKiB)-3)
+		t.Logf("SINGLE seconds=%.0f rss_early_mib=%.1f rss_end_mib=%.1f", dur.Seconds(), float64(early)/1024, float64(late)/1024)
+		if late > early*12/10 {
+			t.Fatalf("the resident set grew from %d KiB at a sixth of the run to %d KiB at its end", early, late)
+		}
 	}
 	if kills < int(killPhase/(6*time.Second)) { // lives are 1-5 s, 3 s on average
 		t.Fatalf("only %d kills in %s", kills, killPhase)
@@ -334,6 +371,14 @@ streams:
 	if stateBytes > 4<<20 {
 		t.Fatalf("state dir holds %d bytes", stateBytes)
 	}
+}
+
+// medianAround is the median of the 5 samples centred on i (fewer at the ends).
+func medianAround(kib []int64, i int) int64 {
+	lo, hi := max(0, i-2), min(len(kib), i+3)
+	w := slices.Clone(kib[lo:hi])
+	slices.Sort(w)
+	return w[len(w)/2]
 }
 
 // ledgerFile adds the sequence numbers of each writer's lines in path (zstd
