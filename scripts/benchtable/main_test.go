@@ -63,8 +63,9 @@ func TestTableFromRawOutput(t *testing.T) {
 	for _, want := range []string{
 		"| Full scan, steady state, 1 dir × 100,000 |",
 		"| 0.40 s | `find DIR -printf '%s\\n'` 0.30 s | 1.33 | ≤ 2× find: **met** |", // median of 0.38, 0.40, 0.90
-		"0.25 % of a core | goal 1 % | 0.25 | < 1 %: **met** |",
-		"1.50 % of a core | goal 1 % | 1.50 | < 1 %: **short** |",
+		"0.25 % of a core | goal 0.3 % | 0.83 | ≤ 0.3 %: **met** |",
+		"1.50 % of a core | goal 0.3 % | 5.00 | ≤ 0.3 %: **short** |",
+		"82.8 MiB (868 B/segment); peak 82.8 MiB (first scan or full re-read) | goal 48 MiB, peak 64 MiB | 1.72 | ≤ 48 MiB, peak ≤ 64 MiB: **short** |",
 		"| 1.76 (median of per-run ratios) | ≤ 1.1: **short** |",
 		"10039126 lines, 0 lost, 0 duplicated",
 		"4.8 ms (p50 0.23 ms, max 18 ms; merge 24 s)",
