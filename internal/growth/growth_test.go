@@ -252,3 +252,26 @@ func TestStreamsAreIndependent(t *testing.T) {
 		t.Fatalf("x still has a: %d segments", tr.Segments())
 	}
 }
+
+// A filesystem's fill rate counts only once it has been watched for a while: a
+// burst from another program between two samples a second apart (a compiler
+// writing 300 MB) is not a rate to extrapolate over hours.
+func TestFSRateNeedsAMinuteOfSamples(t *testing.T) {
+	tr := NewTracker(Options{Window: time.Hour, MaxSamples: 16})
+	tr.ObserveFS(1, at(0), 1<<30)
+	tr.ObserveFS(1, at(1), 1<<30+300<<20)
+	if r := tr.FSRate(1); r != 0 {
+		t.Fatalf("fs rate %v after 1 s of samples, want 0 until %v", r, FSMinSpan)
+	}
+	tr.ObserveFS(1, at(61), 1<<30+300<<20)
+	if r := tr.FSRate(1); r <= 0 {
+		t.Fatalf("fs rate %v after 61 s, want the burst averaged in", r)
+	}
+	// A short growth window: half of it is enough.
+	short := NewTracker(Options{Window: 10 * time.Second, MaxSamples: 16})
+	short.ObserveFS(1, at(0), 0)
+	short.ObserveFS(1, at(6), 6000)
+	if r := short.FSRate(1); !near(r, 1000, 0.01) {
+		t.Fatalf("fs rate %v with a 10 s window after 6 s, want 1000", r)
+	}
+}

@@ -145,10 +145,23 @@ func (t *Tracker) ObserveFS(dev uint64, at time.Time, used int64) {
 	w.Add(at, used, t.opts)
 }
 
-// FSRate is the smoothed fill rate of filesystem dev in bytes/s.
+// FSRate is the smoothed fill rate of filesystem dev in bytes/s, once its
+// samples span FSMinSpan (or half the window, if shorter); 0 before. The
+// filesystem is written by everything on the host: a compiler or a package
+// install filling a few hundred MB between two samples a second apart would
+// otherwise be extrapolated over time_to_archive, and keep_free's guard would
+// archive the oldest segments of every stream on it at once.
 func (t *Tracker) FSRate(dev uint64) float64 {
-	if w := t.fs[dev]; w != nil {
-		return w.Rate(t.opts)
+	w := t.fs[dev]
+	if w == nil || len(w.samples) < 2 {
+		return 0
 	}
-	return 0
+	o := t.opts.withDefaults()
+	if span := time.Duration(w.samples[len(w.samples)-1].t - w.samples[0].t); span < min(FSMinSpan, o.Window/2) {
+		return 0
+	}
+	return w.Rate(t.opts)
 }
+
+// FSMinSpan is how long a filesystem's fill is observed before its rate counts.
+const FSMinSpan = time.Minute
