@@ -129,7 +129,9 @@ func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (f
 			}
 		}
 	}
-	// Read back what the kernel wrote: each input's range, then its newline if any.
+	// Read back what the kernel wrote: each input's range, then its newline if
+	// any — while the disk writes it (Flush): the read is CPU, the fsync disk.
+	out.Flush()
 	buf := make([]byte, 1<<20)
 	var outCRC uint32
 	total := out.Size()

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // ---- helpers ----------------------------------------------------------------
@@ -420,5 +422,50 @@ func TestOneFileTwiceAmongTheInputsIsRefused(t *testing.T) {
 	}
 	if ops, err := ReadJournal(v.state, "journal"); err != nil || len(ops) != 0 {
 		t.Errorf("journal: %v %v", ops, err)
+	}
+}
+
+// A producer that starts the output's fsync early (Output.Flush, while it still
+// reads back) commits the same output; one that fails after starting it is
+// abandoned with the inputs intact. Either way no goroutine outlives Run: the
+// flush is waited for before the file is closed.
+func TestFlushedOutputCommitsOrAbandonsAndLeavesNothingRunning(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // registered first: runs after newRV's clean-up
+	v := newRV(t)
+	must(t, os.WriteFile(filepath.Join(v.path, "a.log"), []byte("one\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(v.path, "b.log"), []byte("two\n"), 0o644))
+	boom := errors.New("read-back failed")
+	for _, fail := range []bool{true, false} {
+		s := v.spec("out.log", false, "a.log", "b.log")
+		var flushed *Output
+		v.r.Fault = func(p string) {
+			if p == "merge:produced" {
+				select {
+				case <-flushed.flushing:
+				default:
+					t.Error("the early fsync still runs after produce: the final fsync and commit do not wait for it")
+				}
+			}
+		}
+		s.Produce = func(ctx context.Context, out *Output, ins []*Input) (Commit, error) {
+			flushed = out
+			c, err := concat(ctx, out, ins)
+			out.Flush()
+			out.Flush() // twice is once
+			if fail {
+				return c, boom
+			}
+			return c, err
+		}
+		_, err := v.r.Run(context.Background(), s)
+		if fail {
+			if !errors.Is(err, boom) || dump(t, v.path) != "a.log=one|  b.log=two|  " {
+				t.Fatalf("abandoned run: %v; dir %s", err, dump(t, v.path))
+			}
+			continue
+		}
+		if err != nil || dump(t, v.path) != "out.log=one|two|  " {
+			t.Fatalf("run: %v; dir %s", err, dump(t, v.path))
+		}
 	}
 }
