@@ -20,7 +20,7 @@ BenchmarkPass100k/full-2         	      5	 288000000 ns/op	        70.00 save-hi
 BenchmarkPass100k/unchanged-2    	      5	  52000000 ns/op	        66.00 save-history-ms	13232405 B/op	   10033 allocs/op
 BenchmarkTrackerMemory/idle-100k-2         	       3	3288666541 ns/op	       132.5 B/segment
 BenchmarkTrackerMemory/growing-100k-2      	       3	3048436366 ns/op	       612.5 B/segment
-BenchmarkMergeVsCat-2   	5	 220000000 ns/op	 125.0 cat+fsync-ms	 220.0 merge-ms	 1.76 merge/cat	 1.40 commit/cat
+BenchmarkMergeVsCat-2   	5	 220000000 ns/op	 125.0 cat+fsync+rm-ms	 220.0 merge-ms	 1.76 merge/cat	 1.40 commit/cat
 BenchmarkMergeMaxRate-2 	5	4000000000 ns/op	  33.55 MB/s
 BenchmarkPredictionVsReaction/predictive-2 	1	1 ns/op	 0.69 peak/cap	 0 s-over-cap	 74 GB-archived
 BenchmarkPredictionVsReaction/reactive-60s-2 	1	1 ns/op	 1.05 peak/cap	 360 s-over-cap	 71 GB-archived
@@ -34,6 +34,7 @@ BenchmarkArchiveToS3-2 	1	9000000000 ns/op	 120.0 s3-MB/s	 160.0 dir-MB/s	 400.0
 FG scenario=unpaced max_rate=0 load=false size_mib=1024 merge_s=2.94 merge_mib_s=348.2 base_p50_us=174 base_p99_us=344 base_max_us=1654 p50_us=251 p99_us=16357 max_us=25373 appends=973
 FG scenario=rate+load max_rate=64MiB/s load=true size_mib=1024 merge_s=23.83 merge_mib_s=43.0 base_p50_us=176 base_p99_us=392 base_max_us=3397 p50_us=233 p99_us=4773 max_us=17539 appends=11490
 FG scenario=rate max_rate=64MiB/s load=false size_mib=1024 merge_s=16.48 merge_mib_s=62.1 base_p50_us=187 base_p99_us=386 base_max_us=1304 p50_us=246 p99_us=7180 max_us=32844 appends=7797
+FG scenario=unit max_rate=64MiB/s load=true as_unit=true size_mib=1024 merge_s=24.10 merge_mib_s=42.5 base_p50_us=180 base_p99_us=400 base_max_us=3000 p50_us=230 p99_us=1100 max_us=9000 appends=11000
 FG scenario=load max_rate=0 load=true size_mib=1024 merge_s=3.03 merge_mib_s=338.1 base_p50_us=213 base_p99_us=533 base_max_us=2858 p50_us=317 p99_us=17650 max_us=28598 appends=949
 SCALE what=find segments=100000 dirs=1000 seconds=0.336 max_rss_mib=2.9 runs=5
 SCALE what=plan segments=100000 dirs=1000 seconds=1.821 max_rss_mib=187.3 runs=5
@@ -66,7 +67,10 @@ func TestTableFromRawOutput(t *testing.T) {
 		"0.25 % of a core | goal 0.3 % | 0.83 | ≤ 0.3 %: **met** |",
 		"1.50 % of a core | goal 0.3 % | 5.00 | ≤ 0.3 %: **short** |",
 		"82.8 MiB (868 B/segment); peak 82.8 MiB (first scan or full re-read) | goal 48 MiB, peak 64 MiB | 1.72 | ≤ 48 MiB, peak ≤ 64 MiB: **short** |",
-		"| 1.76 (median of per-run ratios) | ≤ 1.1: **short** |",
+		"| 1.76 (total ÷ total) | ≤ 1.1: **short** |",
+		"`cat` + fsync + `rm` of the inputs 125 ms",
+		"as the unit runs it (`nice -n 10 ionice -c 3`)",
+		"| 1.1 ms (p50 0.23 ms, max 9 ms; merge 24 s) | no merge: 0.40 ms | 2.75 | ≤ 3× no merge: **met** |",
 		"10039126 lines, 0 lost, 0 duplicated",
 		"4.8 ms (p50 0.23 ms, max 18 ms; merge 24 s)",
 		"Machine for every row: 2 CPUs (AMD EPYC), 24 GiB; Debian GNU/Linux 12",
@@ -81,8 +85,8 @@ func TestTableFromRawOutput(t *testing.T) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
-	if n := strings.Count(out, "\n| "); n != 30 {
-		t.Errorf("%d table lines (header + rows), want 30 (header + 29 rows)", n)
+	if n := strings.Count(out, "\n| "); n != 31 {
+		t.Errorf("%d table lines (header + rows), want 31 (header + 30 rows)", n)
 	}
 }
 
