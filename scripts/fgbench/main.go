@@ -34,20 +34,25 @@ type scenario struct {
 	name    string
 	maxRate string // compaction.max_rate
 	load    bool   // load.enabled
+	// asUnit: the daemon runs as packaging/systemd's unit runs it, Nice=10 and
+	// IOSchedulingClass=idle (here with nice(1) and ionice(1), which set the
+	// same two attributes before exec).
+	asUnit bool
 }
 
 var scenarios = map[string]scenario{
-	"unpaced":   {"unpaced", "0", false},
-	"rate":      {"rate", "64MiB/s", false},
-	"load":      {"load", "0", true},
-	"rate+load": {"rate+load", "64MiB/s", true},
+	"unpaced":   {"unpaced", "0", false, false},
+	"rate":      {"rate", "64MiB/s", false, false},
+	"load":      {"load", "0", true, false},
+	"rate+load": {"rate+load", "64MiB/s", true, false},
+	"unit":      {"unit", "64MiB/s", true, true},
 }
 
 func main() {
 	bin := flag.String("bin", "bin/logcompactd", "the daemon binary")
 	dir := flag.String("dir", os.TempDir(), "where to make the stream (a disk, not a tmpfs, to be meaningful)")
 	size := flag.Int64("size", 1<<30, "bytes of closed segments to merge")
-	list := flag.String("scenarios", "unpaced,rate+load,rate,load", "comma-separated: unpaced, rate, load, rate+load")
+	list := flag.String("scenarios", "unpaced,rate+load,rate,load,unit", "comma-separated: unpaced, rate, load, rate+load, unit (the defaults, nice 10, idle I/O class)")
 	base := flag.Duration("baseline", 5*time.Second, "how long to measure the writer alone before each merge")
 	flag.Parse()
 	for _, name := range strings.Split(*list, ",") {
@@ -125,7 +130,11 @@ streams:
 	time.Sleep(baseline) // the baseline is a measurement window, not a wait for an event
 	before := w.cut()
 
-	daemon := exec.Command(bin, "--config", cfg, "--log-format", "json", "run")
+	argv := []string{bin, "--config", cfg, "--log-format", "json", "run"}
+	if sc.asUnit {
+		argv = append([]string{"nice", "-n", "10", "ionice", "-c", "3"}, argv...)
+	}
+	daemon := exec.Command(argv[0], argv[1:]...)
 	stderr, err := daemon.StderrPipe()
 	if err != nil {
 		return err
@@ -159,9 +168,9 @@ streams:
 		return fmt.Errorf("no merge: %s", msg)
 	}
 	b, d := summarize(before), summarize(during)
-	fmt.Printf("FG scenario=%s max_rate=%s load=%v size_mib=%d merge_s=%.2f merge_mib_s=%.1f "+
+	fmt.Printf("FG scenario=%s max_rate=%s load=%v as_unit=%v size_mib=%d merge_s=%.2f merge_mib_s=%.1f "+
 		"base_p50_us=%d base_p99_us=%d base_max_us=%d p50_us=%d p99_us=%d max_us=%d appends=%d\n",
-		sc.name, sc.maxRate, sc.load, size>>20, took.Seconds(), float64(size)/(1<<20)/took.Seconds(),
+		sc.name, sc.maxRate, sc.load, sc.asUnit, size>>20, took.Seconds(), float64(size)/(1<<20)/took.Seconds(),
 		b.p50, b.p99, b.max, d.p50, d.p99, d.max, d.n)
 	return nil
 }
