@@ -20,6 +20,7 @@ make -s build
   echo "# MACHINE os=\"$os\" kernel=$(uname -r) cpus=$(nproc) cpu=\"$cpu\" mem_gib=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo) tmp_fs=$(fs "${TMPDIR:-/tmp}") disk_fs=$(fs "$disk") go=$(go version | cut -d' ' -f3) uid=$(id -u) date=$(date -u +%F)"
   go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner
   go test -run '^$' -bench 'BenchmarkPass100k' -benchtime 5x -count 3 ./internal/daemon
+  go test -run '^$' -bench 'BenchmarkLiveSet' -benchtime 1x -count 3 ./internal/daemon
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
   go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
