@@ -41,8 +41,8 @@ func benchMemory(b *testing.B, n int, growing bool) {
 }
 
 // BenchmarkTrackerMemory: heap per tracked segment, for idle (closed) segments,
-// which keep 2 samples, and for segments growing at every scan, which keep the
-// full window of MaxSamples (16).
+// which keep no window (their size and a map slot), and for segments growing at
+// every scan, which keep the full window of MaxSamples (16).
 func BenchmarkTrackerMemory(b *testing.B) {
 	b.Run("idle-100k", func(b *testing.B) { benchMemory(b, 100000, false) })
 	b.Run("growing-100k", func(b *testing.B) { benchMemory(b, 100000, true) })

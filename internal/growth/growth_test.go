@@ -275,3 +275,103 @@ func TestFSRateNeedsAMinuteOfSamples(t *testing.T) {
 		t.Fatalf("fs rate %v with a 10 s window after 6 s, want 1000", r)
 	}
 }
+
+// windows counts the segments of stream that keep a window.
+func (t *Tracker) windows(stream string) int {
+	n := 0
+	for _, s := range t.streams[stream].segs {
+		if s.win != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// A segment whose size has not changed within the window keeps no window: on a
+// host with 100,000 closed segments that is the whole difference between a map
+// slot and a slot, a struct and a slice per segment. A touch (a tick with no
+// directory event) then allocates nothing and visits no window.
+func TestAnIdleSegmentKeepsNoWindow(t *testing.T) {
+	o := Options{Window: 10 * time.Minute, MaxSamples: 16}
+	tr := NewTracker(o)
+	obs := make([]Obs, 1000)
+	for i := range obs {
+		obs[i] = Obs{ID: model.SegmentID{Dev: 1, Ino: uint64(i + 1)}, Size: 100}
+	}
+	grower := len(obs) - 1
+	for m := 0; m <= 5; m++ {
+		obs[grower].Size = int64(100 + 6000*m)
+		tr.Observe("s", at(float64(60*m)), obs)
+	}
+	if n := tr.windows("s"); n != 1 {
+		t.Fatalf("%d segments keep a window, want 1 (the growing one)", n)
+	}
+	if r := tr.SegmentRate("s", obs[grower].ID); !near(r, 100, 0.01) {
+		t.Fatalf("growing segment's rate %v, want 100", r)
+	}
+	if r := tr.SegmentRate("s", obs[0].ID); r != 0 {
+		t.Fatalf("idle segment's rate %v", r)
+	}
+	if a := testing.AllocsPerRun(10, func() { tr.Touch("s", at(400)) }); a != 0 {
+		t.Fatalf("a touch allocates %v times", a)
+	}
+	// Its growth leaves the window: rate 0, and the window goes.
+	for m := 6; m <= 20; m++ {
+		tr.Touch("s", at(float64(60*m)))
+	}
+	if n, r := tr.windows("s"), tr.SegmentRate("s", obs[grower].ID); n != 0 || r != 0 {
+		t.Fatalf("after its growth left the window: %d windows, rate %v", n, r)
+	}
+	if tr.Segments() != len(obs) {
+		t.Fatalf("%d segments tracked", tr.Segments())
+	}
+}
+
+// A segment idle for long that grows again has the rate of its growth since it
+// was last seen at its old size (the stream's previous observation or touch),
+// across a restart too.
+func TestARegrowingSegmentsRateIsSinceItWasLastSeen(t *testing.T) {
+	o := Options{Window: 10 * time.Minute, MaxSamples: 16}
+	id := model.SegmentID{Dev: 1, Ino: 1}
+	tr := NewTracker(o)
+	for m := 0; m <= 60; m++ {
+		tr.Observe("s", at(float64(60*m)), []Obs{{id, 5000}})
+	}
+	tr.Touch("s", at(3630))
+	tr.Observe("s", at(3660), []Obs{{id, 8000}})
+	if r := tr.SegmentRate("s", id); !near(r, 100, 0.01) {
+		t.Fatalf("rate %v, want 100 (3000 B in the 30 s since the touch)", r)
+	}
+	tr.Observe("s", at(3690), []Obs{{id, 8000}}) // one more sample: still growing within the window
+	data, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr2 := NewTracker(o)
+	if err := tr2.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := tr.SegmentRate("s", id), tr2.SegmentRate("s", id); a != b || a == 0 {
+		t.Fatalf("rate %v before a restart, %v after", a, b)
+	}
+	// An idle segment's history loads with no window; it regrows from the
+	// stream's last observation.
+	idle := model.SegmentID{Dev: 1, Ino: 2}
+	tr3 := NewTracker(o)
+	tr3.Observe("s", at(0), []Obs{{idle, 10}})
+	tr3.Observe("s", at(60), []Obs{{idle, 10}})
+	if data, err = tr3.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	tr4 := NewTracker(o)
+	if err := tr4.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	if n := tr4.windows("s"); n != 0 {
+		t.Fatalf("%d windows loaded for an idle segment", n)
+	}
+	tr4.Observe("s", at(120), []Obs{{idle, 6010}})
+	if r := tr4.SegmentRate("s", idle); !near(r, 100, 0.01) {
+		t.Fatalf("rate after a restart %v, want 100", r)
+	}
+}

@@ -43,6 +43,9 @@ type wire struct {
 }
 
 func toWire(w *Window) []wireSample {
+	if w == nil {
+		return nil
+	}
 	out := make([]wireSample, len(w.samples))
 	for i, s := range w.samples {
 		out[i] = wireSample{s.t, s.v}
@@ -70,7 +73,7 @@ func (t *Tracker) Marshal() ([]byte, error) {
 	w.Segs = make([]wireSeg, 0, t.Segments())
 	for name, st := range t.streams {
 		for id, s := range st.segs {
-			w.Segs = append(w.Segs, wireSeg{ID: id, Stream: name, Size: s.size, Samples: toWire(&s.win)})
+			w.Segs = append(w.Segs, wireSeg{ID: id, Stream: name, Size: s.size, Samples: toWire(s.win)})
 		}
 	}
 	for name, s := range t.streams {
@@ -109,7 +112,7 @@ func (t *Tracker) Unmarshal(data []byte) error {
 	stream := func(name string) *streamState {
 		st := streams[name]
 		if st == nil {
-			st = &streamState{segs: map[model.SegmentID]*segState{}}
+			st = &streamState{segs: map[model.SegmentID]segState{}}
 			streams[name] = st
 		}
 		return st
@@ -119,7 +122,11 @@ func (t *Tracker) Unmarshal(data []byte) error {
 		st.appended, st.win = s.Appended, fromWire(s.Samples, t.opts.MaxSamples)
 	}
 	for _, s := range w.Segs {
-		stream(s.Stream).segs[s.ID] = &segState{size: s.Size, win: fromWire(s.Samples, t.opts.MaxSamples)}
+		seg := segState{size: s.Size}
+		if w := fromWire(s.Samples, t.opts.MaxSamples); !w.flat() {
+			seg.win = &w
+		}
+		stream(s.Stream).segs[s.ID] = seg
 	}
 	fs := make(map[uint64]*Window, len(w.FS))
 	for dev, ss := range w.FS {

@@ -12,20 +12,25 @@ type Obs struct {
 	Size int64
 }
 
+// segState is one segment. Most segments of a large host are closed and never
+// change: their rate is 0 and they keep no window (win is nil), only their size,
+// so that an idle segment costs a map slot. A window is made when the size
+// changes and dropped when every sample in it is the same size again.
 type segState struct {
 	size int64
-	seen uint64 // the stream's observation generation that last saw it
-	win  Window
+	seen uint64  // the stream's observation generation that last saw it
+	win  *Window // nil: the size has not changed within the window (rate 0)
 }
 
 type streamState struct {
 	appended int64 // bytes appended since tracking began (monotone)
 	gen      uint64
 	win      Window
-	segs     map[model.SegmentID]*segState
+	segs     map[model.SegmentID]segState // by value: no allocation per segment
 }
 
-// Tracker keeps a window per segment (its size) and per stream (bytes appended).
+// Tracker keeps a window per segment whose size changed within the window (the
+// others have rate 0 and keep their size only) and per stream (bytes appended).
 // Stream growth counts bytes appended only: growth of known segments, plus the
 // size of segments that appeared since the previous scan of that stream. Segments
 // that disappear, and outputs the daemon itself produced (see Adopt), are neither
@@ -62,17 +67,19 @@ type Shrink struct {
 func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shrink) {
 	st, known := t.streams[stream]
 	if !known {
-		st = &streamState{segs: make(map[model.SegmentID]*segState, len(obs))}
+		st = &streamState{segs: make(map[model.SegmentID]segState, len(obs))}
 		t.streams[stream] = st
 	}
 	st.gen++
 	distinct := 0
+	// The stream's previous observation (or touch): when a segment with no window
+	// grows, it was last known at its old size then.
+	prevAt, hasPrev := st.win.last()
 	for _, o := range obs {
 		s, ok := st.segs[o.ID]
 		switch {
 		case !ok:
-			s = &segState{size: o.Size}
-			st.segs[o.ID] = s
+			s = segState{size: o.Size}
 			// A segment that appeared since the last scan holds appended bytes, unless
 			// this is the stream's first scan ever, or it is our own output.
 			if known && !t.adopted[o.ID] {
@@ -89,9 +96,20 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shri
 		if s.seen != st.gen {
 			distinct++
 		}
+		switch {
+		case s.win != nil:
+			s.win.Add(at, o.Size, t.opts)
+		case ok && o.Size > s.size && hasPrev:
+			s.win = &Window{}
+			s.win.Add(time.Unix(0, prevAt), s.size, t.opts)
+			s.win.Add(at, o.Size, t.opts)
+		}
+		if s.win != nil && s.win.flat() {
+			s.win = nil
+		}
 		s.size = o.Size
 		s.seen = st.gen
-		s.win.Add(at, o.Size, t.opts)
+		st.segs[o.ID] = s
 	}
 	if len(st.segs) > distinct {
 		for id, s := range st.segs {
@@ -112,8 +130,15 @@ func (t *Tracker) Touch(stream string, at time.Time) {
 	if !ok {
 		return
 	}
-	for _, s := range st.segs {
+	for id, s := range st.segs {
+		if s.win == nil {
+			continue // unchanged within the window: rate 0 before and after
+		}
 		s.win.Add(at, s.size, t.opts)
+		if s.win.flat() {
+			s.win = nil
+			st.segs[id] = s
+		}
 	}
 	st.win.Add(at, st.appended, t.opts)
 }
@@ -129,7 +154,7 @@ func (t *Tracker) Unadopt(id model.SegmentID) { delete(t.adopted, id) }
 // SegmentRate is the smoothed growth of a segment in bytes/s (0 if unknown).
 func (t *Tracker) SegmentRate(stream string, id model.SegmentID) float64 {
 	if st, ok := t.streams[stream]; ok {
-		if s, ok := st.segs[id]; ok {
+		if s, ok := st.segs[id]; ok && s.win != nil {
 			return s.win.Rate(t.opts)
 		}
 	}

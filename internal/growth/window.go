@@ -113,6 +113,25 @@ func (w *Window) Rate(o Options) float64 {
 	return num / den
 }
 
+// flat reports whether every sample holds the same value: the rate is 0 and
+// stays 0 until the value changes.
+func (w *Window) flat() bool {
+	for i := 1; i < len(w.samples); i++ {
+		if w.samples[i].v != w.samples[0].v {
+			return false
+		}
+	}
+	return true
+}
+
+// last is the time of the newest sample, in ns since the epoch.
+func (w *Window) last() (int64, bool) {
+	if len(w.samples) == 0 {
+		return 0, false
+	}
+	return w.samples[len(w.samples)-1].t, true
+}
+
 // Len is the number of samples kept.
 func (w *Window) Len() int { return len(w.samples) }
 
