@@ -80,7 +80,6 @@ type Daemon struct {
 	journalErr  error                      // why destructive actions are off, if they are
 	detail      bool                       // reports carry a row per segment (plan)
 	segBuf      map[string][]model.Segment // per stream: the snapshot's segment list, reused
-	obsBuf      []growth.Obs               // the tracker's observations, reused
 	pending     []fsx.Op                   // unfinished ops, as of the last pass
 	leases      *fsx.Leases
 	ops         *fsx.Runner      // the operation layer every job runs through
@@ -311,7 +310,7 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	}
 	results := d.scanner.Scan(now, only, unchanged)
 	fsSeen := map[uint64]bool{}
-	obs := d.obsBuf
+	var obs []growth.Obs // reused across the streams of this pass; not kept (3 MB at 100,000 idle segments)
 	var reread, reused int
 	for _, r := range results {
 		d.last[r.Stream.Name] = r
@@ -336,7 +335,6 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 			d.tracker.ObserveFS(r.FS.Dev, r.At, int64(r.FS.Total-r.FS.Avail))
 		}
 	}
-	d.obsBuf = obs[:0]
 	rep := d.plan(now)
 	// Whether a segment is open for writing is asked only of the inputs of
 	// what was decided (a lease each); one found open is active, and the
