@@ -399,7 +399,7 @@ func (d *Daemon) shrunk(r scanner.Result, sh growth.Shrink) {
 		d.shrunkBytes = map[string]int64{}
 	}
 	d.shrunkBytes[r.Stream.Name] += sh.From - sh.To
-	d.metrics.shrunk.WithLabelValues(r.Stream.Name).Add(float64(sh.From - sh.To))
+	d.metrics.shrank(r.Stream.Name, sh.From-sh.To)
 	d.log.Warn("a segment shrank: its writer truncated or replaced it, and these bytes vanished (copytruncate loses lines)",
 		zap.String("stream", r.Stream.Name), zap.ByteString("segment", []byte(name)), zap.Int64("from", sh.From),
 		zap.Int64("to", sh.To), zap.Int64("bytes", sh.From-sh.To), zap.Int64("stream_total_bytes", d.shrunkBytes[r.Stream.Name]))

@@ -177,6 +177,11 @@ func (m *metrics) job(op, stream, result string, bytes int64, took time.Duration
 	}
 }
 
+// shrank counts bytes that vanished from a stream's shrinking segments.
+func (m *metrics) shrank(stream string, bytes int64) {
+	m.shrunk.WithLabelValues(stream).Add(float64(bytes))
+}
+
 // names lists the registered metric families (tests, docs).
 func (m *metrics) names() []string {
 	mfs, _ := m.reg.Gather()
