@@ -86,8 +86,8 @@ type Scanner struct {
 	streams []config.Stream
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
-	warned  map[string]string // dir/dev:ino -> what was logged, so each file is logged once whatever its name
-	last    map[string]Result // latest good scan per stream name, for reuse
+	warned  map[warnKey]string // what was logged per file, so each file is logged once whatever its name
+	last    map[string]Result  // latest good scan per stream name, for reuse
 	// listed, when set (tests), runs between a listing and its stats: the
 	// window in which a writer's renames make a scan miss a file.
 	listed func(dir string)
@@ -109,7 +109,7 @@ func New(streams []config.Stream, opts Options) *Scanner {
 		opts.StatWorkers = 2 * runtime.GOMAXPROCS(0)
 	}
 	s := &Scanner{opts: opts, log: opts.Logger, streams: streams,
-		dirs: map[string]*fsx.Dir{}, leases: map[leaseKey]leaseAnswer{}, warned: map[string]string{},
+		dirs: map[string]*fsx.Dir{}, leases: map[leaseKey]leaseAnswer{}, warned: map[warnKey]string{},
 		last: map[string]Result{}}
 	return s
 }
@@ -119,7 +119,7 @@ func New(streams []config.Stream, opts Options) *Scanner {
 // checked against size and times before use, so they stay valid for any config.
 func (s *Scanner) Inherit(old *Scanner) {
 	s.leases, s.warned = old.leases, old.warned
-	old.leases, old.warned = map[leaseKey]leaseAnswer{}, map[string]string{}
+	old.leases, old.warned = map[leaseKey]leaseAnswer{}, map[warnKey]string{}
 }
 
 // Close releases the directory fds. It is safe to call twice.
@@ -267,6 +267,12 @@ const maxTries = 4
 // before its stats. The stream is not acted on this pass.
 var ErrUnsettled = errors.New("the segments were renamed or replaced while every scan ran; not acted on this pass")
 
+// warnKey is a file warned about: its directory and identity.
+type warnKey struct {
+	dir      string
+	dev, ino uint64
+}
+
 // dirent is a directory entry as getdents gives it.
 type dirent struct {
 	name string
@@ -348,9 +354,9 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 
 	res.Entries = all[:0]
 	warnedBefore := len(s.warned) > 0
-	var seenHere map[string]bool
+	var seenHere map[warnKey]bool
 	if warnedBefore {
-		seenHere = map[string]bool{}
+		seenHere = map[warnKey]bool{}
 	}
 	for i, n := range matched {
 		if failed[i] {
@@ -359,10 +365,9 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 		st := all[i].Stat
 		// Warnings are remembered per file (identity), not per name: a writer
 		// that renames a hard link at each rotation (rotatelogs -L) is said once.
-		key := fmt.Sprintf("%s/%d:%d", d.Path(), st.Dev, st.Ino)
-		if warnedBefore {
-			seenHere[key] = true
-		}
+		// (A struct key: a Sprintf per segment was ~8 % of a scan and 10 MB of
+		// garbage at 100,000 segments.)
+		key := warnKey{dir: d.Path(), dev: st.Dev, ino: st.Ino}
 		var why string
 		switch {
 		case st.Kind != fsx.Regular:
@@ -376,6 +381,9 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)
+			if warnedBefore {
+				seenHere[key] = true
+			}
 			if s.warned[key] != why {
 				s.warned[key] = why
 				s.log.Warn("skipping a file named like a segment", zap.String("stream", res.Stream.Name),
@@ -390,7 +398,7 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	}
 	if warnedBefore {
 		for k := range s.warned {
-			if filepath.Dir(k) == d.Path() && !seenHere[k] {
+			if k.dir == d.Path() && !seenHere[k] {
 				delete(s.warned, k)
 			}
 		}
