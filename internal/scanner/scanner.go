@@ -86,7 +86,8 @@ type Scanner struct {
 	streams []config.Stream
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
-	warned  map[warnKey]string // what was logged per file, so each file is logged once whatever its name
+	mu      sync.Mutex         // guards warned while directories are scanned in parallel
+	warned  map[warnKey]string // what was logged per file (name ""), so each file is logged once whatever its name
 	last    map[string]Result  // latest good scan per stream name, for reuse
 	// listed, when set (tests), runs between a listing and its stats: the
 	// window in which a writer's renames make a scan miss a file.
@@ -182,9 +183,15 @@ func (s *Scanner) dir(path string) (*fsx.Dir, error) {
 // A scan takes no lease: whether a segment is open for writing is asked by
 // CheckWriters, for the segments a decision would touch.
 func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result {
-	var out []Result
-	listed := map[string][]dirent{}
-	listErr := map[string]error{}
+	out := make([]Result, 0, len(s.streams))
+	// The streams to re-read, by directory: streams that share a directory share
+	// its listings and are scanned one after the other.
+	type dirJob struct {
+		d       *fsx.Dir
+		results []int // indexes into out
+	}
+	var jobs []*dirJob
+	byPath := map[string]*dirJob{}
 	for _, st := range s.streams {
 		path := filepath.Clean(st.Dir)
 		if only != nil && !only[path] {
@@ -210,53 +217,103 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 			out = append(out, res)
 			continue
 		}
-		total, avail, err := d.Statfs()
-		if err == nil {
-			res.FS = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
-		}
-		// A listing and the stats that follow it are not one snapshot: a writer
-		// that renames while they run (logrotate's numbered scheme moves .3 to .4,
-		// .2 to .3, ...) can move a file to a name already stat'ed, and the scan
-		// misses it. A merge or a batch planned around the missing segment would
-		// join segments that are not adjacent. So the directory is listed again
-		// after the stats, and the stream is scanned again until nothing it
-		// matches changed in between (entries with their inode numbers).
-		for try := 1; ; try++ {
-			ents, ok := listed[path]
-			if !ok {
-				ents, err = list(d)
-				listed[path], listErr[path] = ents, err
-			}
-			if err := listErr[path]; err != nil {
-				res.Err = err
-				break
-			}
-			before := s.scanStream(d, ents, &res)
-			after, err := s.fingerprint(d, res.Stream.Pattern)
-			if err != nil {
-				res.Err = err
-				break
-			}
-			if after == before {
-				break
-			}
-			delete(listed, path)
-			if try == maxTries {
-				res.Err = fmt.Errorf("%s: %w (%d listings)", d.Path(), ErrUnsettled, maxTries)
-				break
-			}
-			res.Entries, res.Foreign = nil, nil
-		}
-		if res.Err != nil {
-			res.Entries, res.Foreign = nil, nil
-			out = append(out, res)
-			continue
-		}
-		s.last[st.Name] = res
 		out = append(out, res)
+		j := byPath[path]
+		if j == nil {
+			j = &dirJob{d: d}
+			byPath[path] = j
+			jobs = append(jobs, j)
+		}
+		j.results = append(j.results, len(out)-1)
+	}
+	// Directories are re-read in parallel: at 1,000 directories of 100 segments
+	// each is too small for statAll to split, and one after the other they left
+	// all but one CPU idle. A result is written by its directory's job only.
+	scanDir := func(j *dirJob) {
+		var cache listing
+		for _, i := range j.results {
+			s.rescan(j.d, &out[i], &cache)
+		}
+	}
+	if len(jobs) == 1 {
+		scanDir(jobs[0])
+	} else {
+		var wg sync.WaitGroup
+		next := make(chan *dirJob)
+		for w := 0; w < min(len(jobs), s.opts.StatWorkers); w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range next {
+					scanDir(j)
+				}
+			}()
+		}
+		for _, j := range jobs {
+			next <- j
+		}
+		close(next)
+		wg.Wait()
+	}
+	for _, j := range jobs {
+		for _, i := range j.results {
+			if out[i].Err == nil {
+				s.last[out[i].Stream.Name] = out[i]
+			}
+		}
 	}
 	s.pruneLeases(now)
 	return out
+}
+
+// listing is a directory's latest listing, shared by the streams in it.
+type listing struct {
+	ents []dirent
+	err  error
+	ok   bool
+}
+
+// rescan fills res from a re-read of its stream's directory d. Safe to run for
+// different directories at once.
+func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing) {
+	if total, avail, err := d.Statfs(); err == nil {
+		res.FS = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
+	}
+	// A listing and the stats that follow it are not one snapshot: a writer
+	// that renames while they run (logrotate's numbered scheme moves .3 to .4,
+	// .2 to .3, ...) can move a file to a name already stat'ed, and the scan
+	// misses it. A merge or a batch planned around the missing segment would
+	// join segments that are not adjacent. So the directory is listed again
+	// after the stats, and the stream is scanned again until nothing it
+	// matches changed in between (entries with their inode numbers).
+	for try := 1; ; try++ {
+		if !cache.ok {
+			cache.ents, cache.err = list(d)
+			cache.ok = true
+		}
+		if cache.err != nil {
+			res.Err = cache.err
+			break
+		}
+		before := s.scanStream(d, cache.ents, res)
+		after, err := s.fingerprint(d, res.Stream.Pattern)
+		if err != nil {
+			res.Err = err
+			break
+		}
+		if after == before {
+			break
+		}
+		cache.ok = false
+		if try == maxTries {
+			res.Err = fmt.Errorf("%s: %w (%d listings)", d.Path(), ErrUnsettled, maxTries)
+			break
+		}
+		res.Entries, res.Foreign = nil, nil
+	}
+	if res.Err != nil {
+		res.Entries, res.Foreign = nil, nil
+	}
 }
 
 // maxTries bounds the listings of a directory that keeps changing while it is
@@ -267,10 +324,40 @@ const maxTries = 4
 // before its stats. The stream is not acted on this pass.
 var ErrUnsettled = errors.New("the segments were renamed or replaced while every scan ran; not acted on this pass")
 
-// warnKey is a file warned about: its directory and identity.
+// warnKey is a file a stream warned about: the stream and the file's identity
+// (name is where it was seen, for the message; "" in the map). Per stream, not
+// per directory: two streams in one directory each forgot the other's warnings
+// and said them again at every scan.
 type warnKey struct {
-	dir      string
+	stream   string
 	dev, ino uint64
+	name     string
+}
+
+// warn logs the files of a stream skipped as foreign, each once while it stays
+// foreign, and forgets the stream's other warnings (files gone or fixed).
+func (s *Scanner) warn(stream, dir string, foreign []warnKey, whys []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(foreign) == 0 && len(s.warned) == 0 {
+		return
+	}
+	seen := make(map[warnKey]bool, len(foreign))
+	for i, f := range foreign {
+		name := f.name
+		f.name = ""
+		seen[f] = true
+		if s.warned[f] != whys[i] {
+			s.warned[f] = whys[i]
+			s.log.Warn("skipping a file named like a segment", zap.String("stream", stream),
+				zap.String("dir", dir), zap.ByteString("segment", []byte(name)), zap.String("reason", whys[i]))
+		}
+	}
+	for k := range s.warned {
+		if k.stream == stream && !seen[k] {
+			delete(s.warned, k)
+		}
+	}
 }
 
 // dirent is a directory entry as getdents gives it.
@@ -353,21 +440,13 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	s.statAll(d, all, failed)
 
 	res.Entries = all[:0]
-	warnedBefore := len(s.warned) > 0
-	var seenHere map[warnKey]bool
-	if warnedBefore {
-		seenHere = map[warnKey]bool{}
-	}
+	var foreign []warnKey
+	var whys []string
 	for i, n := range matched {
 		if failed[i] {
 			continue // vanished between listing and stat: it is simply gone
 		}
 		st := all[i].Stat
-		// Warnings are remembered per file (identity), not per name: a writer
-		// that renames a hard link at each rotation (rotatelogs -L) is said once.
-		// (A struct key: a Sprintf per segment was ~8 % of a scan and 10 MB of
-		// garbage at 100,000 segments.)
-		key := warnKey{dir: d.Path(), dev: st.Dev, ino: st.Ino}
 		var why string
 		switch {
 		case st.Kind != fsx.Regular:
@@ -381,28 +460,15 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 		}
 		if why != "" {
 			res.Foreign = append(res.Foreign, n)
-			if warnedBefore {
-				seenHere[key] = true
-			}
-			if s.warned[key] != why {
-				s.warned[key] = why
-				s.log.Warn("skipping a file named like a segment", zap.String("stream", res.Stream.Name),
-					zap.String("dir", d.Path()), zap.ByteString("segment", []byte(n)), zap.String("reason", why))
-			}
+			// Warnings are remembered per file (identity), not per name: a writer
+			// that renames a hard link at each rotation (rotatelogs -L) is said once.
+			foreign = append(foreign, warnKey{stream: res.Stream.Name, dev: st.Dev, ino: st.Ino, name: n})
+			whys = append(whys, why)
 			continue
-		}
-		if warnedBefore {
-			delete(s.warned, key)
 		}
 		res.Entries = append(res.Entries, Entry{Name: n, Stat: st})
 	}
-	if warnedBefore {
-		for k := range s.warned {
-			if k.dir == d.Path() && !seenHere[k] {
-				delete(s.warned, k)
-			}
-		}
-	}
+	s.warn(res.Stream.Name, d.Path(), foreign, whys)
 	res.Entries = dedupe(res.Entries)
 	Sort(res.Entries, res.Stream.Order)
 	s.knownWriters(res)

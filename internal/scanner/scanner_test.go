@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -538,5 +540,80 @@ func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
 	s.listed = nil
 	if r := scanOne(t, s); len(r.Entries) != highest+1 {
 		t.Fatalf("%d entries after the writer settled, want %d", len(r.Entries), highest+1)
+	}
+}
+
+// Two streams in one directory each say their skipped files once: the
+// warnings were kept per directory, and each stream's scan forgot the other's
+// and said them again at every pass.
+func TestTwoStreamsInOneDirectoryEachWarnOnce(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{"a", "b"} {
+		write(t, filepath.Join(dir, p+"-1.log"), "x\n", time.Hour)
+		must(t, os.Link(filepath.Join(dir, p+"-1.log"), filepath.Join(dir, p+"-link")))
+	}
+	a, b := stream(dir, "a-*.log", "name"), stream(dir, "b-*.log", "name")
+	a.Name, b.Name = "a", "b"
+	core, logs := observer.New(zap.WarnLevel)
+	s := New([]config.Stream{a, b}, Options{Logger: zap.New(core)})
+	defer s.Close()
+	for i := 0; i < 5; i++ {
+		for _, r := range s.Scan(time.Now(), nil, nil) {
+			if r.Err != nil || len(r.Foreign) != 1 {
+				t.Fatalf("stream %s: err %v, foreign %v", r.Stream.Name, r.Err, r.Foreign)
+			}
+		}
+	}
+	if n := len(logs.FilterMessage("skipping a file named like a segment").All()); n != 2 {
+		t.Fatalf("said %d times in 5 scans, want 2 (once per stream)", n)
+	}
+	// Fixed (the link removed): forgotten, and said again if it comes back.
+	must(t, os.Remove(filepath.Join(dir, "a-link")))
+	s.Scan(time.Now(), nil, nil)
+	must(t, os.Link(filepath.Join(dir, "a-1.log"), filepath.Join(dir, "a-link")))
+	s.Scan(time.Now(), nil, nil)
+	if n := len(logs.FilterMessage("skipping a file named like a segment").All()); n != 3 {
+		t.Fatalf("said %d times, want 3 (a's link again after it was fixed)", n)
+	}
+}
+
+// Directories are re-read in parallel, and the results still come back in
+// config order with each stream's own segments. The proof of parallelism: the
+// scan of each directory waits (between its listing and its stats) until the
+// other has started; one after the other, the first would wait in vain.
+func TestDirectoriesAreScannedInParallel(t *testing.T) {
+	var streams []config.Stream
+	for i := 0; i < 2; i++ {
+		dir := t.TempDir()
+		for j := 1; j <= 3+i; j++ {
+			write(t, filepath.Join(dir, fmt.Sprintf("app-%d.log", j)), "x\n", time.Hour)
+		}
+		st := stream(dir, "app-*.log", "name")
+		st.Name = fmt.Sprintf("s%d", i)
+		streams = append(streams, st)
+	}
+	s := New(streams, Options{StatWorkers: 2})
+	defer s.Close()
+	var started sync.WaitGroup
+	started.Add(2)
+	together := make(chan struct{})
+	go func() { started.Wait(); close(together) }()
+	var waitedInVain atomic.Bool
+	s.listed = func(string) {
+		started.Done()
+		select {
+		case <-together:
+		case <-time.After(20 * time.Second): // a deadline, so a serial scan fails instead of hanging
+			waitedInVain.Store(true)
+		}
+	}
+	rs := s.Scan(time.Now(), nil, nil)
+	if waitedInVain.Load() {
+		t.Fatal("the directories were scanned one after the other")
+	}
+	for i, r := range rs {
+		if r.Err != nil || r.Stream.Name != streams[i].Name || len(r.Entries) != 3+i {
+			t.Fatalf("result %d: stream %s, err %v, %d entries", i, r.Stream.Name, r.Err, len(r.Entries))
+		}
 	}
 }
