@@ -196,7 +196,7 @@ func Plan(streams []*model.Stream, in Input) Decision {
 		}
 		if a.MaxAge > 0 {
 			for _, seg := range candidates(s) {
-				age := in.Now.Sub(seg.Mtime)
+				age := in.Now.Sub(seg.Mtime())
 				if age <= a.MaxAge {
 					break // a prefix only: never skip a younger segment
 				}
@@ -250,7 +250,7 @@ func Plan(streams []*model.Stream, in Input) Decision {
 					q = q[1:]
 				}
 				queues[s] = q
-				if len(q) > 0 && (pick == nil || q[0].Mtime.Before(queues[pick][0].Mtime)) {
+				if len(q) > 0 && (pick == nil || q[0].MtimeNs < queues[pick][0].MtimeNs) {
 					pick = s
 				}
 			}

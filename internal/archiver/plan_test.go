@@ -26,7 +26,7 @@ func mk(name string, nseg int, segSize int64, growth float64, capB int64) *model
 			st = model.Active
 		}
 		s.Segments = append(s.Segments, model.Segment{Name: fmt.Sprintf("%s-%03d.log", name, i),
-			Size: segSize, State: st, Mtime: now.Add(-time.Duration(nseg-i) * time.Hour)})
+			Size: segSize, State: st, MtimeNs: now.Add(-time.Duration(nseg-i) * time.Hour).UnixNano()})
 		s.HotBytes += segSize
 	}
 	s.GrowthRate = growth
@@ -124,7 +124,7 @@ func TestBurstThatStopsDoesNotFlap(t *testing.T) {
 			if i == len(hot)-1 {
 				st = model.Active
 			}
-			s.Segments = append(s.Segments, model.Segment{Name: h.name, Size: h.size, State: st, Mtime: at})
+			s.Segments = append(s.Segments, model.Segment{Name: h.name, Size: h.size, State: st, MtimeNs: at.UnixNano()})
 			s.HotBytes += h.size
 		}
 		tr.Observe("s", at, obs)
@@ -173,7 +173,7 @@ func TestMaxAgeAndFilesystemGuard(t *testing.T) {
 	// keep_free 5% = 50 MiB: predicted free at +1h is 40 MiB, 10 MiB short.
 	x := mk("x", 3, 4*MiB, 0, 1000*MiB)
 	y := mk("y", 3, 4*MiB, 0, 1000*MiB)
-	y.Segments[0].Mtime = now.Add(-10 * time.Hour) // y's oldest is older than x's
+	y.Segments[0].MtimeNs = now.Add(-10 * time.Hour).UnixNano() // y's oldest is older than x's
 	for _, s := range []*model.Stream{x, y} {
 		s.FS = model.FSInfo{Dev: 7, Total: 1000 * MiB, Avail: 60 * MiB, FillRate: 20 * MiB / 3600.0}
 	}
@@ -209,7 +209,7 @@ func TestArchivalNeverSkipsASegment(t *testing.T) {
 func TestMaxAgeTakesOnlyAPrefix(t *testing.T) {
 	s := mk("a", 5, 10*MiB, 0, 1000*MiB)
 	s.Config.Archive.MaxAge = 90 * time.Minute
-	s.Segments[1].Mtime = now.Add(-time.Minute) // young, between two old ones (name order)
+	s.Segments[1].MtimeNs = now.Add(-time.Minute).UnixNano() // young, between two old ones (name order)
 	d := Plan([]*model.Stream{s}, Input{Now: now, PauseAbove: 0.85})
 	if got := jobNames(d.Jobs["a"]); got != "a-000" {
 		t.Fatalf("jobs %q, want only a-000: a-002 is old but lies after the young a-001", got)

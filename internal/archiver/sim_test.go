@@ -133,7 +133,7 @@ func predictive() func(time.Time, *simStream) {
 			if c.id == s.active.id {
 				state = model.Active
 			}
-			st.Segments = append(st.Segments, model.Segment{Name: fmt.Sprintf("app-%06d.log", c.id), Size: c.size, State: state, Mtime: now})
+			st.Segments = append(st.Segments, model.Segment{Name: fmt.Sprintf("app-%06d.log", c.id), Size: c.size, State: state, MtimeNs: now.UnixNano()})
 			st.HotBytes += c.size
 		}
 		tr.Observe("app", now, obs)

@@ -204,7 +204,7 @@ func (n *coldNamer) name(s *model.Stream, seg model.Segment) (string, codec.Enco
 // cold).
 func baseName(sc config.Stream, seg model.Segment) string {
 	if sc.Order == "mtime" {
-		return archiver.TimeName(seg.Name, seg.Mtime)
+		return archiver.TimeName(seg.Name, seg.Mtime())
 	}
 	return seg.Name
 }

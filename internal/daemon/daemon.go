@@ -455,7 +455,7 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		writing := make([]bool, len(r.Entries))
 		for i, e := range r.Entries {
 			writing[i] = e.Writing
-			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, Mtime: e.Stat.Mtime(),
+			s.Segments = append(s.Segments, model.Segment{Name: e.Name, ID: e.ID(), Size: e.Stat.Size, MtimeNs: e.Stat.MtimeNs,
 				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}, Sparse: fsx.Sparse(e.Stat.Size, e.Stat.Blocks)})
 			s.HotBytes += e.Stat.Size
 		}

@@ -236,7 +236,7 @@ streams:
 		var jobs []archiver.Job
 		for i := 1; i <= 3; i++ {
 			jobs = append(jobs, archiver.Job{Stream: "app", Segment: model.Segment{Name: fmt.Sprintf("app.log.%d", i), Size: 10,
-				Mtime: time.Unix(int64(i), 0)}})
+				MtimeNs: int64(i) * 1e9}})
 		}
 		if got := len(d.batches(s, jobs, d.coldNamer())); got != c.want {
 			t.Errorf("order %s: %d archives for 3 small segments, want %d", c.order, got, c.want)

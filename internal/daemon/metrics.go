@@ -296,7 +296,7 @@ func (s *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(s.growth, g.growth, name)
 		gauge(s.predicted, g.predicted, name)
 		for k, st := range segmentStates {
-			gauge(s.segments, g.segments[k], name, string(st))
+			gauge(s.segments, g.segments[k], name, st.String())
 		}
 		gauge(s.overCap, g.overCap, name)
 		gauge(s.deferred, g.deferred, name)

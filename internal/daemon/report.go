@@ -84,7 +84,7 @@ func newStreamReport(s *model.Stream, detail bool) StreamReport {
 func segmentRows(s *model.Stream) []SegmentReport {
 	rows := make([]SegmentReport, 0, len(s.Segments))
 	for _, seg := range s.Segments {
-		rows = append(rows, SegmentReport{Name: seg.Name, Size: seg.Size, State: string(seg.State), Why: seg.Why,
+		rows = append(rows, SegmentReport{Name: seg.Name, Size: seg.Size, State: seg.State.String(), Why: seg.Why,
 			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})
 	}
 	return rows

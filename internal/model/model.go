@@ -9,15 +9,30 @@ import (
 	"github.com/logcompactd/logcompactd/internal/config"
 )
 
-// State is a segment's state, as printed by plan.
-type State string
+// State is a segment's state; String is what plan prints. A byte, not a
+// string: a snapshot holds one per segment (100,000 on a large host).
+type State uint8
 
 const (
-	Active       State = "active"       // newest, recently modified, or open for writing: never touched
-	Closed       State = "closed"       // may be merged or archived
-	Consolidated State = "consolidated" // a compaction output (closed); merged again only below target_size
-	Inactive     State = "inactive"     // input of a committed compaction awaiting deletion
+	_            State = iota
+	Active             // newest, recently modified, or open for writing: never touched
+	Closed             // may be merged or archived
+	Consolidated       // a compaction output (closed); merged again only below target_size
+	Inactive           // input of a committed compaction awaiting deletion
 )
+
+var stateNames = [...]string{Active: "active", Closed: "closed", Consolidated: "consolidated", Inactive: "inactive"}
+
+// String is the state as plan prints it ("" when unset).
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return ""
+}
+
+// MarshalText makes a State a JSON string.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // SegmentID identifies a segment across renames: device, inode and a generation
 // (birth time in ns where the filesystem reports it, else 0) so that a reused inode
@@ -30,20 +45,24 @@ type SegmentID struct {
 // Access is who may read and change a segment: owner, group, permission bits.
 type Access struct{ UID, GID, Mode uint32 }
 
-// Segment is one file of a stream at snapshot time.
+// Segment is one file of a stream at snapshot time. A snapshot holds one per
+// segment: the fields are ordered to pack (112 bytes).
 type Segment struct {
 	Name          string
 	ID            SegmentID
+	Size          int64
+	MtimeNs       int64  // modification time, ns since the epoch (see Mtime)
 	Access        Access // a merge never mixes segments whose Access differs
 	Sparse        bool   // mostly holes: archived as it is, holes kept (fsx.Sparse)
-	Size          int64
-	Mtime         time.Time
 	State         State
 	Why           string  // why the segment is active ("newest", "modified 2s ago", "open for writing")
 	GrowthRate    float64 // bytes/s; 0 unless active
 	PredictedSize float64 // bytes at now + growth.horizon
 	Priority      float64 // the stream's compaction priority while a merge candidate, else 0
 }
+
+// Mtime is the modification time.
+func (s Segment) Mtime() time.Time { return time.Unix(0, s.MtimeNs) }
 
 // Stream is one configured stream at snapshot time.
 type Stream struct {
@@ -71,7 +90,7 @@ type FSInfo struct {
 func Classify(segs []Segment, writing []bool, now time.Time, quiesce time.Duration) {
 	for i := range segs {
 		s := &segs[i]
-		switch age := now.Sub(s.Mtime); {
+		switch age := now.Sub(s.Mtime()); {
 		case i == len(segs)-1:
 			s.State, s.Why = Active, "newest"
 		case age < quiesce:

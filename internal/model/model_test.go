@@ -1,10 +1,12 @@
 package model
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestNaturalOrder(t *testing.T) {
@@ -51,11 +53,11 @@ func TestConsolidatedName(t *testing.T) {
 func TestClassify(t *testing.T) {
 	now := time.Unix(10000, 0)
 	segs := []Segment{
-		{Name: "a-1.log", Mtime: now.Add(-time.Hour)},
-		{Name: "a-2~c1.log", Mtime: now.Add(-time.Hour)},
-		{Name: "a-3.log", Mtime: now.Add(-time.Hour)},
-		{Name: "a-4.log", Mtime: now.Add(-time.Second)},
-		{Name: "a-5.log", Mtime: now.Add(-time.Hour)},
+		{Name: "a-1.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
+		{Name: "a-2~c1.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
+		{Name: "a-3.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
+		{Name: "a-4.log", MtimeNs: now.Add(-time.Second).UnixNano()},
+		{Name: "a-5.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
 	}
 	Classify(segs, []bool{false, false, true, false, false}, now, time.Minute)
 	want := []State{Closed, Consolidated, Active, Active, Active}
@@ -137,5 +139,22 @@ func TestMarkerNeverLandsInsideALabel(t *testing.T) {
 	got := ConsolidatedName("@*.s", first, first, "", next, true, none)
 	if got != "@400000006b0f8f61369127ae~c1.s" || !NaturalLess(got, next) || !NaturalLess(first, got) {
 		t.Fatalf("got %q, want the marker after the label", got)
+	}
+}
+
+// A snapshot holds a Segment per segment (100,000 on a large host): it stays
+// packed, and a State is still its word in plan and in JSON.
+func TestASegmentStaysSmallAndItsStateIsAWord(t *testing.T) {
+	if n := unsafe.Sizeof(Segment{}); n > 112 {
+		t.Fatalf("a Segment is %d bytes, was 112", n)
+	}
+	b, err := json.Marshal(struct{ S State }{Consolidated})
+	if err != nil || string(b) != `{"S":"consolidated"}` {
+		t.Fatalf("%s %v", b, err)
+	}
+	for st, want := range map[State]string{Active: "active", Closed: "closed", Inactive: "inactive", 0: "", 200: ""} {
+		if st.String() != want {
+			t.Errorf("%d: %q, want %q", st, st.String(), want)
+		}
 	}
 }
