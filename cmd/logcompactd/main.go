@@ -212,12 +212,12 @@ func withDaemon(g *globals, stderr io.Writer, o lcd.Options, fn func(*lcd.Daemon
 }
 
 // runGCPercent is the GC target of `run` unless GOGC is set. The daemon's live
-// set is long-lived (per segment: the scan entry, growth windows, the lease
-// answer, the reused snapshot list; ~470 bytes) and a quiet pass makes almost no
+// set is long-lived (per segment: the scan entry, the growth state, the reused
+// snapshot list; ~375 bytes) and a quiet pass makes almost no
 // garbage, so collections are rare either way; what the target decides is the
 // headroom above the live set, which Go's default (100) makes as large as the
-// live set itself. With 25, 100,000 idle segments sit at 74-86 MiB instead of
-// 94-100 MiB (scripts/bench-idle.sh).
+// live set itself. With 25, 100,000 idle segments sat at 74-86 MiB instead of
+// 94-100 MiB (scripts/bench-idle.sh, when the live set was ~470 B/segment).
 const runGCPercent = 25
 
 func cmdRun(g *globals, stderr io.Writer) error {
