@@ -211,19 +211,22 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		}
 		delete(s.last, st.Name)
 		res := Result{Stream: st, At: now}
-		d, err := s.dir(path)
-		if err != nil {
-			res.Err = err
-			out = append(out, res)
-			continue
-		}
-		out = append(out, res)
+		// A directory is opened (or found replaced and reopened) once per
+		// scan: a second s.dir for another stream in it could close the handle
+		// the first stream's job already holds.
 		j := byPath[path]
 		if j == nil {
+			d, err := s.dir(path)
+			if err != nil {
+				res.Err = err
+				out = append(out, res)
+				continue
+			}
 			j = &dirJob{d: d}
 			byPath[path] = j
 			jobs = append(jobs, j)
 		}
+		out = append(out, res)
 		j.results = append(j.results, len(out)-1)
 	}
 	// Directories are re-read in parallel: at 1,000 directories of 100 segments
