@@ -226,6 +226,7 @@ type streamGauges struct {
 type streamCounts struct {
 	compactions, archivals [len(jobResults)]float64
 	shrunk                 float64
+	created                time.Time // exposed as the counters' created timestamp, as vectors did
 }
 
 func newStreamMetrics(ns string) *streamMetrics {
@@ -263,7 +264,7 @@ func (s *streamMetrics) gauge(stream string) *streamGauges {
 func (s *streamMetrics) count(stream string) *streamCounts {
 	c := s.counts[stream]
 	if c == nil {
-		c = &streamCounts{}
+		c = &streamCounts{created: time.Now()}
 		s.counts[stream] = c
 	}
 	return c
@@ -282,8 +283,8 @@ func (s *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	counter := func(d *prometheus.Desc, v float64, created time.Time, labels ...string) {
+		ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(d, prometheus.CounterValue, v, created, labels...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -303,9 +304,9 @@ func (s *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for name, c := range s.counts {
 		for k, r := range jobResults {
-			counter(s.compactions, c.compactions[k], name, r)
-			counter(s.archivals, c.archivals[k], name, r)
+			counter(s.compactions, c.compactions[k], c.created, name, r)
+			counter(s.archivals, c.archivals[k], c.created, name, r)
 		}
-		counter(s.shrunk, c.shrunk, name)
+		counter(s.shrunk, c.shrunk, c.created, name)
 	}
 }

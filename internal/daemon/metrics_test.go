@@ -80,3 +80,33 @@ func TestPerStreamSeriesAsScraped(t *testing.T) {
 		}
 	}
 }
+
+// Counters carry a created timestamp (the protobuf exposition, for
+// created-timestamp zero ingestion), as client_golang's own counters do.
+func TestPerStreamCountersHaveACreatedTimestamp(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	mfs, err := d.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "logcompactd_compactions_total", "logcompactd_archivals_total", "logcompactd_shrunk_bytes_total", "logcompactd_job_bytes_total":
+			for _, m := range mf.GetMetric() {
+				if m.GetCounter().GetCreatedTimestamp() == nil {
+					t.Errorf("%s %v: no created timestamp", mf.GetName(), m.GetLabel())
+				}
+				n++
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("%d counters seen", n)
+	}
+}
