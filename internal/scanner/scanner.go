@@ -36,7 +36,9 @@ type Options struct {
 	// ProcRoot is where the /proc fallback for filesystems without leases looks;
 	// default "/proc".
 	ProcRoot string
-	// StatWorkers bounds the statx calls in flight; default 2×GOMAXPROCS.
+	// StatWorkers bounds the directories scanned at once, and the statx calls
+	// in flight within one large directory (so at most StatWorkers² in all);
+	// default 2×GOMAXPROCS.
 	StatWorkers int
 }
 
