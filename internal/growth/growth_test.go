@@ -136,6 +136,20 @@ func TestStreamCountsAppendedBytesOnly(t *testing.T) {
 	}
 }
 
+// restarted is what a new process makes of tr's saved history.
+func restarted(t *testing.T, o Options, tr *Tracker) *Tracker {
+	t.Helper()
+	data, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr2 := NewTracker(o)
+	if err := tr2.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	return tr2
+}
+
 func TestHistoryRoundTripAndRestart(t *testing.T) {
 	o := Options{Window: time.Hour, MaxSamples: 16}
 	tr := NewTracker(o)
@@ -146,15 +160,8 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	tr.Adopt(out) // a merge output the next process must not count as growth
 	tr.ObserveFS(1, at(0), 1000)
 	tr.ObserveFS(1, at(300), 31000)
-	data, err := tr.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// "Restarted": a new tracker loads the history and keeps predicting from it.
-	tr2 := NewTracker(o)
-	if err := tr2.Unmarshal(data); err != nil {
-		t.Fatal(err)
-	}
+	tr2 := restarted(t, o, tr)
 	tr2.Observe("s", at(600), []Obs{{id, 600000}, {out, 1 << 30}})
 	if r := tr2.StreamRate("s"); !near(r, 1000, 0.05) {
 		t.Fatalf("stream rate after restart %v: the adopted output counted as growth?", r)
@@ -168,6 +175,10 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	// A reused inode (another generation) does not inherit the history.
 	if r := tr2.SegmentRate("s", model.SegmentID{Dev: 1, Ino: 7, Gen: 100}); r != 0 {
 		t.Fatalf("reused inode inherited rate %v", r)
+	}
+	data, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
 	}
 	data[len(data)/2] ^= 0xff
 	if err := tr2.Unmarshal(data); err == nil {
@@ -343,14 +354,7 @@ func TestARegrowingSegmentsRateIsSinceItWasLastSeen(t *testing.T) {
 		t.Fatalf("rate %v, want 100 (3000 B in the 30 s since the touch)", r)
 	}
 	tr.Observe("s", at(3690), []Obs{{id, 8000}}) // one more sample: still growing within the window
-	data, err := tr.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr2 := NewTracker(o)
-	if err := tr2.Unmarshal(data); err != nil {
-		t.Fatal(err)
-	}
+	tr2 := restarted(t, o, tr)
 	if a, b := tr.SegmentRate("s", id), tr2.SegmentRate("s", id); a != b || a == 0 {
 		t.Fatalf("rate %v before a restart, %v after", a, b)
 	}
@@ -360,13 +364,7 @@ func TestARegrowingSegmentsRateIsSinceItWasLastSeen(t *testing.T) {
 	tr3 := NewTracker(o)
 	tr3.Observe("s", at(0), []Obs{{idle, 10}})
 	tr3.Observe("s", at(60), []Obs{{idle, 10}})
-	if data, err = tr3.Marshal(); err != nil {
-		t.Fatal(err)
-	}
-	tr4 := NewTracker(o)
-	if err := tr4.Unmarshal(data); err != nil {
-		t.Fatal(err)
-	}
+	tr4 := restarted(t, o, tr3)
 	if n := tr4.windows("s"); n != 0 {
 		t.Fatalf("%d windows loaded for an idle segment", n)
 	}
