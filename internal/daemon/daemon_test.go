@@ -55,6 +55,19 @@ streams:
 	return cfg, logs
 }
 
+// readOnlyDaemon opens a read-only daemon over testConfig's tree, closed
+// when the test ends.
+func readOnlyDaemon(t *testing.T) (*Daemon, *config.Config) {
+	t.Helper()
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, cfg
+}
+
 func keys(m map[string]any) string {
 	var k []string
 	for key := range m {
@@ -175,12 +188,7 @@ func TestReloadAppliesWorkers(t *testing.T) {
 // every name README promises and every name packaging/prometheus/alerts.yaml
 // uses (the rules and the code cannot drift apart).
 func TestMetricsCoverTheContractAndTheAlertRules(t *testing.T) {
-	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, _ := readOnlyDaemon(t)
 	d.Plan()
 	have := map[string]bool{}
 	for _, n := range d.metrics.names() {

@@ -43,12 +43,7 @@ func exposition(t *testing.T, d *Daemon) string {
 // reload that removed a stream (its gauges go, its counters stay: a counter
 // never goes back). The text is the contract dashboards and alert rules read.
 func TestPerStreamSeriesAsScraped(t *testing.T) {
-	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, cfg := readOnlyDaemon(t)
 	d.Pass(nil, nil)
 	d.metrics.job("compact", "app", "ok", 1000, time.Second)
 	d.metrics.job("compact", "app", "ok", 500, time.Second)
@@ -84,12 +79,7 @@ func TestPerStreamSeriesAsScraped(t *testing.T) {
 // Counters carry a created timestamp (the protobuf exposition, for
 // created-timestamp zero ingestion), as client_golang's own counters do.
 func TestPerStreamCountersHaveACreatedTimestamp(t *testing.T) {
-	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, _ := readOnlyDaemon(t)
 	mfs, err := d.metrics.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
