@@ -89,7 +89,7 @@ type Scanner struct {
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
 	mu      sync.Mutex         // guards warned while directories are scanned in parallel
-	warned  map[warnKey]string // what was logged per file (name ""), so each file is logged once whatever its name
+	warned  map[warnKey]string // what was logged per file (the reason), so each file is logged once whatever its name
 	last    map[string]Result  // latest good scan per stream name, for reuse
 	// listed, when set (tests), runs between a listing and its stats: the
 	// window in which a writer's renames make a scan miss a file.
@@ -329,33 +329,35 @@ const maxTries = 4
 // before its stats. The stream is not acted on this pass.
 var ErrUnsettled = errors.New("the segments were renamed or replaced while every scan ran; not acted on this pass")
 
-// warnKey is a file a stream warned about: the stream and the file's identity
-// (name is where it was seen, for the message; "" in the map). Per stream, not
-// per directory: two streams in one directory each forgot the other's warnings
-// and said them again at every scan.
+// warnKey is a file a stream warned about: the stream and the file's identity.
+// Per stream, not per directory: two streams in one directory each forgot the
+// other's warnings and said them again at every scan.
 type warnKey struct {
 	stream   string
 	dev, ino uint64
-	name     string
+}
+
+// skip is a file a scan set aside as foreign: which, where it was seen, why.
+type skip struct {
+	key       warnKey
+	name, why string
 }
 
 // warn logs the files of a stream skipped as foreign, each once while it stays
 // foreign, and forgets the stream's other warnings (files gone or fixed).
-func (s *Scanner) warn(stream, dir string, foreign []warnKey, whys []string) {
+func (s *Scanner) warn(stream, dir string, skipped []skip) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(foreign) == 0 && len(s.warned) == 0 {
+	if len(skipped) == 0 && len(s.warned) == 0 {
 		return
 	}
-	seen := make(map[warnKey]bool, len(foreign))
-	for i, f := range foreign {
-		name := f.name
-		f.name = ""
-		seen[f] = true
-		if s.warned[f] != whys[i] {
-			s.warned[f] = whys[i]
+	seen := make(map[warnKey]bool, len(skipped))
+	for _, f := range skipped {
+		seen[f.key] = true
+		if s.warned[f.key] != f.why {
+			s.warned[f.key] = f.why
 			s.log.Warn("skipping a file named like a segment", zap.String("stream", stream),
-				zap.String("dir", dir), zap.ByteString("segment", []byte(name)), zap.String("reason", whys[i]))
+				zap.String("dir", dir), zap.ByteString("segment", []byte(f.name)), zap.String("reason", f.why))
 		}
 	}
 	for k := range s.warned {
@@ -445,8 +447,7 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	s.statAll(d, all, failed)
 
 	res.Entries = all[:0]
-	var foreign []warnKey
-	var whys []string
+	var skipped []skip
 	for i, n := range matched {
 		if failed[i] {
 			continue // vanished between listing and stat: it is simply gone
@@ -467,13 +468,12 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 			res.Foreign = append(res.Foreign, n)
 			// Warnings are remembered per file (identity), not per name: a writer
 			// that renames a hard link at each rotation (rotatelogs -L) is said once.
-			foreign = append(foreign, warnKey{stream: res.Stream.Name, dev: st.Dev, ino: st.Ino, name: n})
-			whys = append(whys, why)
+			skipped = append(skipped, skip{warnKey{res.Stream.Name, st.Dev, st.Ino}, n, why})
 			continue
 		}
 		res.Entries = append(res.Entries, Entry{Name: n, Stat: st})
 	}
-	s.warn(res.Stream.Name, d.Path(), foreign, whys)
+	s.warn(res.Stream.Name, d.Path(), skipped)
 	res.Entries = dedupe(res.Entries)
 	Sort(res.Entries, res.Stream.Order)
 	s.knownWriters(res)
