@@ -92,10 +92,10 @@ func (m *metrics) observePass(d *Daemon, streams []*model.Stream, r *Report, too
 			}
 		}
 		g.overCap, g.deferred = 0, 0
-		if i < len(r.Streams) && r.Streams[i].OverCap {
-			g.overCap = 1
-		}
 		if i < len(r.Streams) {
+			if r.Streams[i].OverCap {
+				g.overCap = 1
+			}
 			deferred["load"] += len(r.Streams[i].Deferred)
 			g.deferred = float64(len(r.Streams[i].Deferred))
 		}
