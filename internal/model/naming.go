@@ -159,8 +159,40 @@ func insertionPoints(name string) []int {
 func NaturalLess(a, b string) bool { return NaturalCompare(a, b) < 0 }
 
 // NaturalCompare returns -1, 0 or 1.
+//
+// The bytes the names share are skipped first, back to where a digit run or a
+// TAI64N label crossing the first difference begins: the segments of a
+// directory share most of their names ("app-000", "@400000006"), and sorting
+// 100,000 of them compared those bytes token by token ~1.7 million times.
 func NaturalCompare(a, b string) int {
-	i, j := 0, 0
+	k := 0
+	for k < len(a) && k < len(b) && a[k] == b[k] {
+		k++
+	}
+	k = tokenStart(a, k)
+	return naturalCompareFrom(a, b, k)
+}
+
+// tokenStart is where the token of a holding byte k-1 (or k) begins: the start
+// of the digit run ending at k, or an '@' that may start a TAI64N label over k
+// ('@' is never inside a token, so it always starts one). Bytes before it are
+// equal in both names and tokenize alike.
+func tokenStart(a string, k int) int {
+	end := k
+	for k > 0 && isDigit(a[k-1]) {
+		k--
+	}
+	for p := end - 1; p >= 0 && p >= k-(tai64nLen-1); p-- {
+		if a[p] == '@' {
+			return p
+		}
+	}
+	return k
+}
+
+// naturalCompareFrom compares a and b from byte k, where both start a token.
+func naturalCompareFrom(a, b string, k int) int {
+	i, j := k, k
 	for i < len(a) && j < len(b) {
 		if isTAI64N(a[i:]) && isTAI64N(b[j:]) {
 			if c := strings.Compare(a[i+1:i+tai64nLen], b[j+1:j+tai64nLen]); c != 0 {
