@@ -617,3 +617,46 @@ func TestDirectoriesAreScannedInParallel(t *testing.T) {
 		}
 	}
 }
+
+// Free space is asked once per filesystem per scan, whether the directories
+// are re-read or vouched unchanged: three directories on one filesystem and
+// one on a tmpfs make two fstatfs calls, not four.
+func TestFreeSpaceIsAskedOncePerFilesystem(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "lcd-test-")
+	if err != nil {
+		t.Fatalf("a directory on a second filesystem (tmpfs /dev/shm): %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), shm}
+	var streams []config.Stream
+	unchanged := map[string]bool{}
+	for i, dir := range dirs {
+		write(t, filepath.Join(dir, "app-1.log"), "x\n", time.Hour)
+		st := stream(dir, "app-*.log", "name")
+		st.Name = fmt.Sprintf("s%d", i)
+		streams = append(streams, st)
+		unchanged[dir] = true
+	}
+	s := New(streams, Options{})
+	defer s.Close()
+	var calls atomic.Int32
+	s.statfs = func(d *fsx.Dir) (uint64, uint64, error) {
+		calls.Add(1)
+		return d.Statfs()
+	}
+	for _, scan := range []struct {
+		what      string
+		unchanged map[string]bool
+	}{{"re-read", nil}, {"vouched unchanged", unchanged}} {
+		calls.Store(0)
+		rs := s.Scan(time.Now(), nil, scan.unchanged)
+		if n := calls.Load(); n != 2 {
+			t.Errorf("%s: %d fstatfs calls for 2 filesystems", scan.what, n)
+		}
+		for i, r := range rs {
+			if r.Err != nil || r.FS.Total == 0 || (i < 3) != (r.FS.Dev == rs[0].FS.Dev) {
+				t.Fatalf("%s: %s: err %v, fs %+v", scan.what, r.Stream.Name, r.Err, r.FS)
+			}
+		}
+	}
+}
