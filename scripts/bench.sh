@@ -22,6 +22,7 @@ make -s build
   go test -run '^$' -bench 'BenchmarkPass100k' -benchtime 5x -count 3 ./internal/daemon
   go test -run '^$' -bench 'BenchmarkLiveSet' -benchtime 1x -count 3 ./internal/daemon
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
+  go test -run '^$' -bench 'BenchmarkMarshal' -benchtime 20x -count 3 ./internal/growth
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor
   go test -run '^$' -bench 'BenchmarkPredictionVsReaction' -benchtime 1x ./internal/archiver
   ./scripts/bench-archive.sh

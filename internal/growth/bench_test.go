@@ -1,6 +1,7 @@
 package growth
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -59,5 +60,37 @@ func BenchmarkObserve(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		tr.Observe("s", t0.Add(time.Duration(i+1)*time.Second), obs)
+	}
+}
+
+// BenchmarkMarshal: the periodic history save's encoding, for 100,000 idle
+// segments in one stream and in 1,000 streams of 100 (a hundred growing).
+func BenchmarkMarshal(b *testing.B) {
+	for _, streams := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("100k-in-%d", streams), func(b *testing.B) {
+			tr := NewTracker(Options{})
+			per := 100000 / streams
+			for s := 0; s < streams; s++ {
+				obs := make([]Obs, per)
+				for j := range obs {
+					obs[j] = Obs{ID: model.SegmentID{Dev: 1, Ino: uint64(s*per + j + 1), Gen: int64(j)}, Size: 1000}
+				}
+				name := fmt.Sprintf("s%04d", s)
+				tr.Observe(name, t0, obs)
+				obs[0].Size += 100 // one growing segment a stream (of the first 100)
+				if s < 100 {
+					tr.Observe(name, t0.Add(time.Minute), obs)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				data, err := tr.Marshal()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(len(data)))
+			}
+		})
 	}
 }

@@ -1,6 +1,11 @@
 package growth
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"hash/crc32"
 	"math"
 	"testing"
 	"time"
@@ -186,6 +191,82 @@ func TestHistoryRoundTripAndRestart(t *testing.T) {
 	}
 }
 
+// marshalV1 is the history as the LCDGROW1 format wrote it: every segment a
+// struct with its stream's name.
+func marshalV1(t *testing.T, tr *Tracker) []byte {
+	t.Helper()
+	var w wire
+	for name, st := range tr.streams {
+		for id, s := range st.segs {
+			w.Segs = append(w.Segs, wireSeg{ID: id, Stream: name, Size: s.size, Samples: toWire(s.win)})
+		}
+		w.Streams = append(w.Streams, wireStream{Name: name, Appended: st.appended, Samples: toWire(&st.win)})
+	}
+	for id := range tr.adopted {
+		w.Adopted = append(w.Adopted, id)
+	}
+	w.FS = map[uint64][]wireSample{}
+	for dev, win := range tr.fs {
+		w.FS[dev] = toWire(win)
+	}
+	return seal(t, magicV1, &w)
+}
+
+// seal is magic, w gob-encoded, and the CRC-32C of both.
+func seal(t *testing.T, magic []byte, w *wire) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	buf.Write(magic)
+	if err := gob.NewEncoder(&buf).Encode(w); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli))
+}
+
+// A history saved by the previous format (LCDGROW1) loads into the same
+// tracker as one saved now: idle and growing segments of two streams, their
+// rates, the adopted outputs and the filesystem's window.
+func TestAVersion1HistoryStillLoads(t *testing.T) {
+	o := Options{Window: time.Hour, MaxSamples: 16}
+	tr := NewTracker(o)
+	idle, growing, other := model.SegmentID{Dev: 1, Ino: 1, Gen: 5}, model.SegmentID{Dev: 1, Ino: 2}, model.SegmentID{Dev: 2, Ino: 1}
+	for m := 0; m <= 10; m++ {
+		tr.Observe("a", at(float64(60*m)), []Obs{{idle, 100}, {growing, int64(1000 * m)}})
+		tr.Observe("b", at(float64(60*m)), []Obs{{other, int64(10 * m)}})
+		tr.ObserveFS(1, at(float64(60*m)), int64(5000*m))
+	}
+	tr.Adopt(model.SegmentID{Dev: 1, Ino: 9})
+	v1 := NewTracker(o)
+	if err := v1.Unmarshal(marshalV1(t, tr)); err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []*Tracker{v1, restarted(t, o, tr)} {
+		if got.Segments() != 3 || got.windows("a") != 1 || got.windows("b") != 1 || !got.adopted[model.SegmentID{Dev: 1, Ino: 9}] {
+			t.Fatalf("%d segments, %d and %d windows, adopted %v", got.Segments(), got.windows("a"), got.windows("b"), got.adopted)
+		}
+		for _, c := range []struct {
+			stream string
+			id     model.SegmentID
+		}{{"a", idle}, {"a", growing}, {"b", other}} {
+			if a, b := tr.SegmentRate(c.stream, c.id), got.SegmentRate(c.stream, c.id); a != b {
+				t.Fatalf("%s %v: rate %v before, %v loaded", c.stream, c.id, a, b)
+			}
+		}
+		if tr.StreamRate("a") != got.StreamRate("a") || tr.FSRate(1) != got.FSRate(1) || got.FSRate(1) == 0 {
+			t.Fatalf("stream rate %v/%v, fs rate %v/%v", tr.StreamRate("a"), got.StreamRate("a"), tr.FSRate(1), got.FSRate(1))
+		}
+	}
+}
+
+// Columns of different lengths are a corrupt history, refused whole.
+func TestUnevenSegmentColumnsAreCorrupt(t *testing.T) {
+	w := wire{Streams: []wireStream{{Name: "s", Dev: []uint64{1, 1}, Ino: []uint64{1}, Gen: []int64{0, 0}, Size: []int64{1, 2}}}}
+	tr := NewTracker(Options{})
+	if err := tr.Unmarshal(seal(t, magic, &w)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("uneven columns: %v", err)
+	}
+}
+
 func TestPredict(t *testing.T) {
 	if p := Predict(1000, 10, time.Minute); p != 1600 {
 		t.Fatalf("Predict = %v", p)
@@ -202,6 +283,7 @@ func FuzzUnmarshalHistory(f *testing.F) {
 	good, _ := tr.Marshal()
 	f.Add(good)
 	f.Add([]byte("LCDGROW1"))
+	f.Add([]byte("LCDGROW2"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tr := NewTracker(Options{})
 		if err := tr.Unmarshal(data); err != nil {

@@ -140,6 +140,7 @@ func rows(t *tab) []row {
 		pass    = "`go test -run '^$' -bench BenchmarkPass100k -benchtime 5x -count 3 ./internal/daemon`"
 		live    = "`go test -run '^$' -bench BenchmarkLiveSet -benchtime 1x -count 3 ./internal/daemon`"
 		growth  = "`go test -run '^$' -bench BenchmarkTrackerMemory -benchtime 3x ./internal/growth`"
+		save    = "`go test -run '^$' -bench BenchmarkMarshal -benchtime 20x -count 3 ./internal/growth`"
 		merge   = "`go test -run '^$' -bench 'BenchmarkMergeVsCat' -benchtime 5x -count 3 ./internal/compactor`"
 		rate    = "`go test -run '^$' -bench 'BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor`"
 		predict = "`go test -run '^$' -bench BenchmarkPredictionVsReaction -benchtime 1x ./internal/archiver`"
@@ -174,7 +175,9 @@ func rows(t *tab) []row {
 	}
 	out = append(out,
 		row{"Growth tracker, idle segment", growth, fmt.Sprintf("%.0f B/segment", t.med("BenchmarkTrackerMemory/idle-100k", "B/segment")), "—", "—", "—"},
-		row{"Growth tracker, segment growing at every scan", growth, fmt.Sprintf("%.0f B/segment", t.med("BenchmarkTrackerMemory/growing-100k", "B/segment")), "—", "—", "—"})
+		row{"Growth tracker, segment growing at every scan", growth, fmt.Sprintf("%.0f B/segment", t.med("BenchmarkTrackerMemory/growing-100k", "B/segment")), "—", "—", "—"},
+		row{"Growth history encoded for the periodic save, 100,000 idle segments in 1 stream / in 1,000", save,
+			fmt.Sprintf("%s / %s", ms(t.med("BenchmarkMarshal/100k-in-1", "ns/op")), ms(t.med("BenchmarkMarshal/100k-in-1000", "ns/op"))), "—", "—", "—"})
 	cat, mg, mc := t.med("BenchmarkMergeVsCat", "cat+fsync+rm-ms"), t.med("BenchmarkMergeVsCat", "merge-ms"), t.med("BenchmarkMergeVsCat", "merge/cat")
 	out = append(out,
 		row{"Merge of 16 × 8 MiB, whole crash-safe protocol", merge, fmt.Sprintf("%.0f ms", mg), fmt.Sprintf("`cat` + fsync + `rm` of the inputs %.0f ms", cat), fmt.Sprintf("%.2f (total ÷ total)", mc), verdict(mc <= 1.1, "≤ 1.1")})
