@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -114,8 +116,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.Write(b[:len(b)-len(empty)])
 	bw.WriteString("[\n")
+	streams := marshalStreams(r.Streams)
+	defer streams.stop()
 	for i := range r.Streams {
-		s, err := json.MarshalIndent(&r.Streams[i], "    ", "  ")
+		s, err := streams.next()
 		if err != nil {
 			return err
 		}
@@ -128,6 +132,73 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	}
 	bw.WriteString("  ]\n}\n")
 	return bw.Flush()
+}
+
+// streamJSON hands out the streams of a report marshalled (indented as
+// members of the report's list), in order. They are marshalled by GOMAXPROCS
+// goroutines, at most twice that many ahead of the writer: at 1,000 streams
+// marshalling and indenting was a seventh of a fresh plan's CPU, on one core.
+type streamJSON struct {
+	out   []chan marshalled
+	ahead chan struct{} // a token per stream marshalled and not yet taken
+	quit  chan struct{}
+	wg    sync.WaitGroup
+	n     int
+}
+
+type marshalled struct {
+	b   []byte
+	err error
+}
+
+func marshalStreams(streams []StreamReport) *streamJSON {
+	workers := min(runtime.GOMAXPROCS(0), len(streams))
+	m := &streamJSON{out: make([]chan marshalled, len(streams)), ahead: make(chan struct{}, 2*workers), quit: make(chan struct{})}
+	for i := range m.out {
+		m.out[i] = make(chan marshalled, 1)
+	}
+	todo := make(chan int)
+	m.wg.Add(1 + workers)
+	go func() { // hands out the streams in order, as the writer takes them
+		defer m.wg.Done()
+		defer close(todo)
+		for i := range streams {
+			select {
+			case m.ahead <- struct{}{}:
+			case <-m.quit:
+				return
+			}
+			select {
+			case todo <- i:
+			case <-m.quit:
+				return
+			}
+		}
+	}()
+	for range workers {
+		go func() {
+			defer m.wg.Done()
+			for i := range todo {
+				b, err := json.MarshalIndent(&streams[i], "    ", "  ")
+				m.out[i] <- marshalled{b, err}
+			}
+		}()
+	}
+	return m
+}
+
+// next is the next stream's JSON.
+func (m *streamJSON) next() ([]byte, error) {
+	r := <-m.out[m.n]
+	m.n++
+	<-m.ahead
+	return r.b, r.err
+}
+
+// stop ends the goroutines (after the last stream, or when the writer gave up).
+func (m *streamJSON) stop() {
+	close(m.quit)
+	m.wg.Wait()
 }
 
 // WriteTable writes the report for people: per stream a header, the segments, and
