@@ -252,3 +252,31 @@ streams:
 		d.Close()
 	}
 }
+
+// A scan about to re-read streams first drops their previous scan (the scanner
+// keeps its own for the streams it vouches unchanged): all of them, or those
+// in the directories named.
+func TestAPassForgetsTheScansItReplaces(t *testing.T) {
+	cfg, logs := testConfig(t)
+	d, err := Open(cfg, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Pass(nil, nil)
+	if len(d.last) != 2 {
+		t.Fatalf("%d scans kept after a pass, want 2", len(d.last))
+	}
+	d.forgetScans(map[string]bool{logs: true})
+	if _, ok := d.last["app"]; ok || len(d.last) != 1 {
+		t.Fatalf("after forgetting %s: %d scans, app's kept: %v", logs, len(d.last), ok)
+	}
+	d.forgetScans(nil)
+	if len(d.last) != 0 {
+		t.Fatalf("%d scans kept before a full scan", len(d.last))
+	}
+	d.Pass(nil, map[string]bool{logs: true}) // vouched unchanged: the scanner's own copy comes back
+	if r := d.last["app"]; !r.Reused || len(r.Entries) != 5 {
+		t.Fatalf("app after a tick: reused %v, %d entries", r.Reused, len(r.Entries))
+	}
+}
