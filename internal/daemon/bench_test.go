@@ -11,11 +11,9 @@ import (
 	"github.com/logcompactd/logcompactd/internal/config"
 )
 
-// BenchmarkPass100k: one full pass (scan, growth, snapshot, plans, report) over
-// 100,000 idle closed segments in one directory — the steady-state cost of
-// every scan_interval on a large host.
-// BenchmarkPass100k is one pass over 100,000 idle segments in one directory:
-// "full" re-reads the directory, "unchanged" is a tick with no inotify event.
+// BenchmarkPass100k is one pass (scan, growth, snapshot, plans, report) over
+// 100,000 idle closed segments in one directory: "full" re-reads the directory,
+// "unchanged" is a tick with no inotify event.
 func BenchmarkPass100k(b *testing.B) {
 	b.Run("full", func(b *testing.B) { benchPass(b, false) })
 	b.Run("unchanged", func(b *testing.B) { benchPass(b, true) })

@@ -377,8 +377,8 @@ func saveEvery(c *config.Config) time.Duration {
 
 // fullScanEvery is how often a tick re-reads every directory even when inotify
 // reported nothing (a safety net for what inotify cannot see: writes through a
-// shared mmap, a lost watch): 10 scan intervals, at least 10 minutes unless that
-// is less than one interval.
+// shared mmap, a lost watch): 10 scan intervals, at most 10 minutes, never less
+// than one interval (5 minutes at the default 30 s).
 func fullScanEvery(c *config.Config) time.Duration {
 	return min(10*c.ScanInterval, max(c.ScanInterval, 10*time.Minute))
 }
