@@ -5,19 +5,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -278,5 +284,40 @@ func TestAPassForgetsTheScansItReplaces(t *testing.T) {
 	d.Pass(nil, map[string]bool{logs: true}) // vouched unchanged: the scanner's own copy comes back
 	if r := d.last["app"]; !r.Reused || len(r.Entries) != 5 {
 		t.Fatalf("app after a tick: reused %v, %d entries", r.Reused, len(r.Entries))
+	}
+}
+
+// Forgetting a stream's previous scan before re-reading it lets its old
+// entries go while the new ones are made (the peak of every full re-read).
+// Checked from inside the re-read: the warning about a new foreign file is
+// logged after the stats, where a collection must find the old entries gone.
+func TestAReReadDoesNotKeepThePreviousScanAlive(t *testing.T) {
+	cfg, logs := testConfig(t)
+	var old weak.Pointer[scanner.Entry]
+	checked, alive := false, false
+	core := zapcore.RegisterHooks(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
+		zapcore.AddSync(io.Discard), zap.WarnLevel), func(e zapcore.Entry) error {
+		if e.Message == "skipping a file named like a segment" && old != (weak.Pointer[scanner.Entry]{}) {
+			runtime.GC()
+			checked, alive = true, old.Value() != nil
+		}
+		return nil
+	})
+	d, err := Open(cfg, Options{ReadOnly: true, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Pass(nil, nil)
+	old = weak.Make(&d.last["app"].Entries[0])
+	if err := os.Symlink("app-000001.log", filepath.Join(logs, "app-000009.log")); err != nil {
+		t.Fatal(err)
+	}
+	d.Pass(nil, nil)
+	if !checked {
+		t.Fatal("the re-read logged no warning about the symlink")
+	}
+	if alive {
+		t.Fatal("the previous scan's entries were still alive while the directory was re-read")
 	}
 }
