@@ -94,9 +94,9 @@ func segmentRows(s *model.Stream) []SegmentReport {
 
 // WriteJSON writes the report as one JSON object.
 //
-// Streams are encoded one at a time into a buffered writer: at 100,000
-// segments the whole report as one value was 20 MB, indented in a second
-// buffer, and most of a fresh `plan`'s memory.
+// Streams are encoded a few at a time (streamJSON) into a buffered writer: at
+// 100,000 segments the whole report as one value was 20 MB, indented in a
+// second buffer, and most of a fresh `plan`'s memory.
 func (r *Report) WriteJSON(w io.Writer) error {
 	if len(r.Streams) == 0 {
 		enc := json.NewEncoder(w)
@@ -136,8 +136,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // streamJSON hands out the streams of a report marshalled (indented as
 // members of the report's list), in order. They are marshalled by GOMAXPROCS
-// goroutines, at most twice that many ahead of the writer: at 1,000 streams
-// marshalling and indenting was a seventh of a fresh plan's CPU, on one core.
+// goroutines, at most that many ahead of the writer (each a stream's JSON held
+// in memory): at 1,000 streams marshalling and indenting was a seventh of a
+// fresh plan's CPU, on one core.
 type streamJSON struct {
 	out   []chan marshalled
 	ahead chan struct{} // a token per stream marshalled and not yet taken
@@ -153,7 +154,7 @@ type marshalled struct {
 
 func marshalStreams(streams []StreamReport) *streamJSON {
 	workers := min(runtime.GOMAXPROCS(0), len(streams))
-	m := &streamJSON{out: make([]chan marshalled, len(streams)), ahead: make(chan struct{}, 2*workers), quit: make(chan struct{})}
+	m := &streamJSON{out: make([]chan marshalled, len(streams)), ahead: make(chan struct{}, workers), quit: make(chan struct{})}
 	for i := range m.out {
 		m.out[i] = make(chan marshalled, 1)
 	}
