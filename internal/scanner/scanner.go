@@ -101,28 +101,35 @@ type Scanner struct {
 // space is the size and free space of each filesystem one scan saw, asked
 // once per device: at 1,000 directories on one filesystem every tick made
 // 1,000 fstatfs calls for one answer (a tenth of an idle tick's CPU). Safe
-// for the parallel directory jobs.
+// for the parallel directory jobs; devices are asked in parallel (a slow
+// network mount holds up only the directories on it).
 type space struct {
 	mu     sync.Mutex
 	statfs func(d *fsx.Dir) (total, avail uint64, err error)
-	byDev  map[uint64]model.FSInfo
+	byDev  map[uint64]*fsAnswer
+}
+
+type fsAnswer struct {
+	once sync.Once
+	fi   model.FSInfo
+	ok   bool
 }
 
 // of is the filesystem holding d; false when it cannot be asked (the result
 // keeps what it had).
 func (sp *space) of(d *fsx.Dir) (model.FSInfo, bool) {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if fi, ok := sp.byDev[d.Dev()]; ok {
-		return fi, true
+	a := sp.byDev[d.Dev()]
+	if a == nil {
+		a = &fsAnswer{}
+		sp.byDev[d.Dev()] = a
 	}
-	total, avail, err := sp.statfs(d)
-	if err != nil {
-		return model.FSInfo{}, false
-	}
-	fi := model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}
-	sp.byDev[d.Dev()] = fi
-	return fi, true
+	sp.mu.Unlock()
+	a.once.Do(func() {
+		total, avail, err := sp.statfs(d)
+		a.fi, a.ok = model.FSInfo{Dev: d.Dev(), Total: total, Avail: avail}, err == nil
+	})
+	return a.fi, a.ok
 }
 
 // New returns a scanner for the given streams. Directories are opened lazily, and
@@ -215,7 +222,7 @@ func (s *Scanner) dir(path string) (*fsx.Dir, error) {
 // CheckWriters, for the segments a decision would touch.
 func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result {
 	out := make([]Result, 0, len(s.streams))
-	fs := &space{statfs: s.statfs, byDev: map[uint64]model.FSInfo{}}
+	fs := &space{statfs: s.statfs, byDev: map[uint64]*fsAnswer{}}
 	// The streams to re-read, by directory: streams that share a directory share
 	// its listings and are scanned one after the other.
 	type dirJob struct {
