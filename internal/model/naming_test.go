@@ -11,7 +11,8 @@ import (
 // labels across the first difference.
 func TestNaturalCompareSkipsTheSharedBytesExactly(t *testing.T) {
 	pieces := []string{"0", "00", "1", "9", "10", "007", "a", "f", "g", "-", ".", "~", "@",
-		"@4000000068a1b2c300000000", "@4000000068a1b2c300000001", "@40000000689abcde00000000", "@400000006"}
+		"@4000000068a1b2c300000000", "@4000000068a1b2c300000001", "@40000000689abcde00000000", "@400000006",
+		"@4000000068a1b2c3000000a"} // 23 hex digits: a label only with a digit after, where the '@' is 24 bytes back
 	rng := rand.New(rand.NewPCG(15, 15))
 	name := func() string {
 		var b strings.Builder
