@@ -111,7 +111,12 @@ func (t *Tracker) Marshal() ([]byte, error) {
 	if err := gob.NewEncoder(&buf).Encode(&w); err != nil {
 		return nil, fmt.Errorf("encode growth history: %w", err)
 	}
-	return binary.BigEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli)), nil
+	return sealed(buf.Bytes()), nil
+}
+
+// sealed is data (magic and body) followed by its CRC-32C: a history file.
+func sealed(data []byte) []byte {
+	return binary.BigEndian.AppendUint32(data, crc32.Checksum(data, castagnoli))
 }
 
 // Unmarshal replaces the tracker's history with data from Marshal. On error the
