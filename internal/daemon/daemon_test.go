@@ -86,12 +86,7 @@ func keys(m map[string]any) string {
 // TestPlanJSONHasExactlyTheContractFields decodes plan --json generically and
 // compares every object's key set with SPEC §11.
 func TestPlanJSONHasExactlyTheContractFields(t *testing.T) {
-	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, _ := readOnlyDaemon(t)
 	var buf bytes.Buffer
 	if err := d.Plan().WriteJSON(&buf); err != nil {
 		t.Fatal(err)
@@ -263,12 +258,8 @@ streams:
 // keeps its own for the streams it vouches unchanged): all of them, or those
 // in the directories named.
 func TestAPassForgetsTheScansItReplaces(t *testing.T) {
-	cfg, logs := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, cfg := readOnlyDaemon(t)
+	logs := cfg.Streams[0].Dir
 	d.Pass(nil, nil)
 	if len(d.last) != 2 {
 		t.Fatalf("%d scans kept after a pass, want 2", len(d.last))
