@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logcompactd/logcompactd/internal/config"
 )
 
 var binary string
@@ -599,6 +601,33 @@ drain:
 			}
 		case <-window:
 			return
+		}
+	}
+}
+
+// TestCommandsLoadTheConfigOnce: loading a config checks every managed
+// directory on disk; plan (which first looks for a daemon to ask) loaded it
+// twice, a seventh of a fresh plan at 1,000 directories.
+func TestCommandsLoadTheConfigOnce(t *testing.T) {
+	e := newEnv(t)
+	e.segment("app-000001.log", 1000, time.Hour)
+	if err := os.Mkdir(filepath.Join(e.dir, "cold"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	loads := 0
+	loadConfigFile = func(path string) (*config.Config, error) {
+		loads++
+		return config.Load(path)
+	}
+	t.Cleanup(func() { loadConfigFile = config.Load })
+	for _, cmd := range [][]string{{"plan"}, {"plan", "--json"}, {"once"}, {"check"}} {
+		loads = 0
+		var out, errb bytes.Buffer
+		if code := run(append([]string{"--config", e.config}, cmd...), &out, &errb); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", cmd, code, out.String(), errb.String())
+		}
+		if loads != 1 {
+			t.Errorf("%v loaded the config %d times, want 1", cmd, loads)
 		}
 	}
 }
