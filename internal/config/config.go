@@ -797,12 +797,14 @@ func validateLayout(c *Config) error {
 		return nil
 	}
 	checked := map[[2]string]bool{} // dirs found fine on disk, as managed ("dir") or cold ("cold")
+	opener := fsx.NewOpener()       // the directories above them are checked once
+	defer opener.Close()
 	onDisk := func(key, dir string, cold bool) error {
 		kind := map[bool]string{false: "dir", true: "cold"}[cold]
 		if checked[[2]string{kind, dir}] {
 			return nil
 		}
-		if err := checkDirOnDisk(key, dir, cold); err != nil {
+		if err := checkDirOnDisk(opener, key, dir, cold); err != nil {
 			return err
 		}
 		checked[[2]string{kind, dir}] = true
@@ -871,7 +873,7 @@ func containing(p string, idx map[string][]int) []int {
 // are gone). A missing dir is allowed: applications may create a managed dir
 // later (the scanner reports it until they do), and the daemon reports a
 // missing cold dir when it archives.
-func checkDirOnDisk(key, dir string, cold bool) error {
+func checkDirOnDisk(opener *fsx.Opener, key, dir string, cold bool) error {
 	fi, err := os.Lstat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -885,7 +887,7 @@ func checkDirOnDisk(key, dir string, cold bool) error {
 	if !fi.IsDir() {
 		return keyErr(key, "%s is not a directory", dir)
 	}
-	d, err := fsx.OpenDir(dir)
+	d, err := opener.Open(dir)
 	if err != nil {
 		return keyErr(key, "%v", err)
 	}

@@ -147,12 +147,14 @@ func (d *Daemon) removeOrphanTemps() {
 			d.log.Warn("cannot remove temporary files", zap.String("dir", dir.Path()), zap.Error(err))
 		}
 	}
+	opener := fsx.NewOpener()
+	defer opener.Close()
 	for _, s := range d.cfg.Streams {
-		if hot, err := fsx.OpenDir(s.Dir); err == nil {
+		if hot, err := opener.Open(s.Dir); err == nil {
 			clean(s.Name, hot)
 			hot.Close()
 		}
-		if root, err := fsx.OpenDir(s.Archive.ColdDir); err == nil {
+		if root, err := opener.Open(s.Archive.ColdDir); err == nil {
 			if sub, err := root.OpenSub(s.Name); err == nil {
 				clean(s.Name, sub)
 				sub.Close()

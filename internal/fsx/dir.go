@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -56,8 +57,41 @@ type Dir struct {
 // last component must be a directory itself, not a symlink. So a managed, cold
 // or state dir reached through a directory another user can write (who could
 // swap a component for a symlink, before start or while running) is refused.
-func OpenDir(path string) (*Dir, error) {
-	fd, err := openDirSecure(path)
+func OpenDir(path string) (*Dir, error) { return openDir(path, nil) }
+
+// Opener opens many directories as OpenDir does, walking and checking the
+// directories on the way that their paths share once, not once per path: at
+// 1,000 stream dirs under /var/log/app, OpenDir opened and checked the same
+// four directories 4,000 times. A directory found safe to be in stays open
+// (the fd pins it) until Close. Its owner or mode can be changed only by root
+// or its owner, whom the check trusts anyway, so one check holds for the
+// Opener's life; keep one for a batch (a config check, a scan), not longer.
+// The nil *Opener opens as OpenDir. Not safe for concurrent use.
+type Opener struct {
+	// checked: a directory reached from "/" without a symlink or "..", by its
+	// path, found safe to be in (openDirSecure's check), and its fd.
+	checked map[string]int
+}
+
+// NewOpener returns an Opener; Close it.
+func NewOpener() *Opener { return &Opener{checked: map[string]int{}} }
+
+// Open opens the directory at path as OpenDir does.
+func (o *Opener) Open(path string) (*Dir, error) { return openDir(path, o) }
+
+// Close closes the directories the Opener kept; the ones it returned stay open.
+func (o *Opener) Close() {
+	if o == nil {
+		return
+	}
+	for _, fd := range o.checked {
+		unix.Close(fd)
+	}
+	clear(o.checked)
+}
+
+func openDir(path string, o *Opener) (*Dir, error) {
+	fd, err := openDirSecure(path, o)
 	if err != nil {
 		return nil, &os.PathError{Op: "open dir", Path: path, Err: err}
 	}
@@ -73,85 +107,121 @@ func OpenDir(path string) (*Dir, error) {
 // changed by another user.
 var ErrUnsafePath = errors.New("fsx: reached through a directory another user can change")
 
-func openDirSecure(path string) (int, error) {
+func openDirSecure(path string, o *Opener) (int, error) {
 	if !strings.HasPrefix(path, "/") {
 		return -1, fmt.Errorf("not an absolute path")
 	}
 	euid := uint32(os.Geteuid())
 	trusted := func(uid uint32) bool { return uid == 0 || uid == euid }
-	cur, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	where := "/"
 	todo := splitPath(path)
+	// cur is the directory we are in: where, for messages and o's keys. It is
+	// owned unless o keeps it; checked if it is one of o's (already found safe).
+	cur, where, owned, checked := -1, "/", true, false
+	release := func() {
+		if owned {
+			unix.Close(cur)
+		}
+	}
+	straight := o != nil && !slices.Contains(todo, "..") // where is a prefix of path, a key for o
+	for k := len(todo) - 1; straight && k >= 0; k-- {
+		key := "/" + strings.Join(todo[:k], "/")
+		if fd, ok := o.checked[key]; ok {
+			cur, where, owned, checked, todo = fd, key, false, true, todo[k:]
+			break
+		}
+	}
+	if cur < 0 {
+		var err error
+		if cur, err = unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return -1, err
+		}
+	}
 	for hops := 0; len(todo) > 0; {
 		name := todo[0]
 		todo = todo[1:]
 		// The directory we are in decides who could have put name there.
-		st, err := fstat(cur)
-		if err != nil {
-			unix.Close(cur)
-			return -1, err
+		if !checked {
+			st, err := fstat(cur)
+			if err != nil {
+				release()
+				return -1, err
+			}
+			if !trusted(st.UID) || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
+				release()
+				return -1, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrUnsafePath, where, st.UID, st.Mode&0o7777)
+			}
+			if _, dup := o.checkedAt(where); straight && !dup {
+				o.checked[where], owned = cur, false
+			}
 		}
-		if !trusted(st.UID) || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
-			unix.Close(cur)
-			return -1, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrUnsafePath, where, st.UID, st.Mode&0o7777)
-		}
+		checked = false
 		if name == ".." {
 			next, err := unix.Openat(cur, "..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			unix.Close(cur)
+			release()
 			if err != nil {
 				return -1, err
 			}
-			cur, where = next, where+"/.."
+			cur, owned, where = next, true, where+"/.."
 			continue
 		}
 		last := len(todo) == 0
 		next, err := unix.Openat(cur, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == nil {
-			unix.Close(cur)
-			cur, where = next, strings.TrimSuffix(where, "/")+"/"+name
+			release()
+			cur, owned, where = next, true, strings.TrimSuffix(where, "/")+"/"+name
 			continue
 		}
 		if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
-			unix.Close(cur)
+			release()
 			return -1, err
 		}
 		// A symlink (or not a directory at all).
 		var x unix.Statx_t
 		if serr := unix.Statx(cur, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_UID, &x); serr != nil || x.Mode&unix.S_IFMT != unix.S_IFLNK || last {
-			unix.Close(cur)
+			release()
 			if last || serr == nil && x.Mode&unix.S_IFMT != unix.S_IFLNK {
 				return -1, fmt.Errorf("not a directory (or a symlink): %w", err)
 			}
 			return -1, err
 		}
 		if !trusted(x.Uid) {
-			unix.Close(cur)
+			release()
 			return -1, fmt.Errorf("%w: %s/%s is a symlink owned by uid %d", ErrUnsafePath, where, name, x.Uid)
 		}
 		if hops++; hops > 40 {
-			unix.Close(cur)
+			release()
 			return -1, unix.ELOOP
 		}
 		buf := make([]byte, unix.PathMax)
 		n, rerr := unix.Readlinkat(cur, name, buf)
 		if rerr != nil {
-			unix.Close(cur)
+			release()
 			return -1, rerr
 		}
+		straight = false // where is no longer a prefix of path
 		target := string(buf[:n])
 		todo = append(splitPath(target), todo...)
 		if strings.HasPrefix(target, "/") {
-			unix.Close(cur)
+			release()
 			if cur, err = unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 				return -1, err
 			}
-			where = "/"
+			owned, where = true, "/"
 		}
 	}
+	if !owned { // path itself is one of o's: the caller gets its own fd
+		return unix.Dup(cur)
+	}
 	return cur, nil
+}
+
+// checkedAt is o's fd for the checked directory at path, if it has one.
+func (o *Opener) checkedAt(path string) (int, bool) {
+	if o == nil {
+		return -1, false
+	}
+	fd, ok := o.checked[path]
+	return fd, ok
 }
 
 // splitPath splits a path into its components, without empty ones and ".".

@@ -3,6 +3,7 @@ package fsx
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,7 +276,7 @@ func TestOpenDirRefusesWhatAnotherUserCouldRedirect(t *testing.T) {
 	must(t, os.Symlink(real, filepath.Join(sticky, "userlink")))
 	must(t, os.Lchown(filepath.Join(sticky, "userlink"), u.UID, u.GID))
 
-	for _, c := range []struct {
+	cases := []struct {
 		path string
 		ok   bool
 	}{
@@ -285,16 +286,82 @@ func TestOpenDirRefusesWhatAnotherUserCouldRedirect(t *testing.T) {
 		{filepath.Join(base, "rootlink"), false}, // the last component is a symlink: configure the real dir
 		{filepath.Join(base, "rootlink", "sub"), true},
 		{filepath.Join(sticky, "userlink", "sub"), false},
-	} {
-		d, err := OpenDir(c.path)
+		{filepath.Join(real, "sub"), true},
+	}
+	// OpenDir, then one Opener for all the paths in order and another in
+	// reverse: what an Opener checked once for one path (base and above)
+	// must not let another through, nor keep a symlink's target as a path.
+	fresh := map[string]string{}
+	check := func(how, path string, ok bool, d *Dir, err error) {
+		t.Helper()
 		if d != nil {
 			d.Close()
 		}
-		if (err == nil) != c.ok {
-			t.Errorf("OpenDir(%s): %v, want ok=%v", c.path, err, c.ok)
+		if (err == nil) != ok {
+			t.Errorf("%s(%s): %v, want ok=%v", how, path, err, ok)
 		}
-		if !c.ok && err != nil && strings.Contains(c.path, "theirs") && !errors.Is(err, ErrUnsafePath) {
-			t.Errorf("OpenDir(%s): %v, want ErrUnsafePath", c.path, err)
+		if !ok && err != nil && strings.Contains(path, "theirs") && !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("%s(%s): %v, want ErrUnsafePath", how, path, err)
 		}
+	}
+	for _, c := range cases {
+		d, err := OpenDir(c.path)
+		check("OpenDir", c.path, c.ok, d, err)
+		fresh[c.path] = fmt.Sprint(err)
+	}
+	for _, order := range []string{"in order", "reversed"} {
+		o := NewOpener()
+		for i := range cases {
+			c := cases[i]
+			if order == "reversed" {
+				c = cases[len(cases)-1-i]
+			}
+			d, err := o.Open(c.path)
+			check("Opener.Open "+order, c.path, c.ok, d, err)
+			if fmt.Sprint(err) != fresh[c.path] {
+				t.Errorf("Opener.Open %s(%s): %v, OpenDir said %s", order, c.path, err, fresh[c.path])
+			}
+		}
+		o.Close()
+	}
+}
+
+// TestOpenerChecksSharedParentsOnce: an Opener walks the directories above
+// many dirs once; each Dir it returns is its own (closing the Opener or the
+// other Dirs leaves it usable).
+func TestOpenerChecksSharedParentsOnce(t *testing.T) {
+	base := t.TempDir()
+	var paths []string
+	for i := range 20 {
+		p := filepath.Join(base, "logs", fmt.Sprintf("d%02d", i))
+		must(t, os.MkdirAll(p, 0o755))
+		must(t, os.WriteFile(filepath.Join(p, "seg.log"), []byte("x"), 0o644))
+		paths = append(paths, p)
+	}
+	o := NewOpener()
+	var dirs []*Dir
+	for _, p := range append(paths, filepath.Join(base, "logs"), base) {
+		d, err := o.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	// "/", each component of base, and base/logs: the parents of the paths.
+	if want := len(splitPath(base)) + 2; len(o.checked) != want {
+		t.Errorf("the Opener kept %d checked directories, want %d (each parent once): %v", len(o.checked), want, o.checked)
+	}
+	o.Close()
+	if len(o.checked) != 0 {
+		t.Errorf("Close left %d directories", len(o.checked))
+	}
+	for i, p := range paths {
+		st, err := dirs[i].Stat("seg.log")
+		if err != nil || st.Size != 1 {
+			t.Errorf("%s through its Dir after the Opener closed: %+v, %v", p, st, err)
+		}
+	}
+	for _, d := range dirs {
+		must(t, d.Close())
 	}
 }

@@ -187,7 +187,8 @@ func (s *Scanner) Dirs() []string {
 	return out
 }
 
-func (s *Scanner) dir(path string) (*fsx.Dir, error) {
+// dir is the open directory at path, opened with o if it must be (re)opened.
+func (s *Scanner) dir(path string, o *fsx.Opener) (*fsx.Dir, error) {
 	if d := s.dirs[path]; d != nil {
 		// A directory deleted (and perhaps recreated) under us has no links left:
 		// reopen by path, still refusing a symlink.
@@ -199,7 +200,7 @@ func (s *Scanner) dir(path string) (*fsx.Dir, error) {
 		d.Close()
 		delete(s.dirs, path)
 	}
-	d, err := fsx.OpenDir(path)
+	d, err := o.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +232,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 	}
 	var jobs []*dirJob
 	byPath := map[string]*dirJob{}
+	var opener *fsx.Opener
 	for _, st := range s.streams {
 		path := filepath.Clean(st.Dir)
 		if only != nil && !only[path] {
@@ -255,7 +257,11 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		// the first stream's job already holds.
 		j := byPath[path]
 		if j == nil {
-			d, err := s.dir(path)
+			if opener == nil {
+				opener = fsx.NewOpener() // the first scan opens every directory
+				defer opener.Close()
+			}
+			d, err := s.dir(path, opener)
 			if err != nil {
 				res.Err = err
 				out = append(out, res)
@@ -694,7 +700,7 @@ func (s *Scanner) Dir(path string) (*fsx.Dir, error) {
 	path = filepath.Clean(path)
 	for _, st := range s.streams {
 		if filepath.Clean(st.Dir) == path {
-			return s.dir(path)
+			return s.dir(path, nil)
 		}
 	}
 	return nil, fmt.Errorf("%s is not a configured stream dir", path)
