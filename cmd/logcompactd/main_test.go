@@ -631,3 +631,48 @@ func TestCommandsLoadTheConfigOnce(t *testing.T) {
 		}
 	}
 }
+
+// fdProbe is a stdout that records, at its first write, which open fds of the
+// process point into dir.
+type fdProbe struct {
+	bytes.Buffer
+	dir    string
+	probed bool
+	held   []string
+}
+
+func (p *fdProbe) Write(b []byte) (int, error) {
+	if !p.probed {
+		p.probed = true
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(target, p.dir) {
+				p.held = append(p.held, target)
+			}
+		}
+	}
+	return p.Buffer.Write(b)
+}
+
+// TestPlanWritesItsReportAfterClosingTheDaemon: plan closes the daemon (its
+// scan of every segment, the growth state, the open dirs) before it encodes
+// the report, so the encoding's garbage does not pile on top of them (at
+// 100,000 segments: 94 -> 64 MiB peak RSS, BENCHMARKS.md).
+func TestPlanWritesItsReportAfterClosingTheDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.segment("app-000001.log", 1000, time.Hour)
+	e.segment("app-000002.log", 1000, time.Hour)
+	for _, args := range [][]string{{"plan"}, {"plan", "--json"}} {
+		out := &fdProbe{dir: e.dir}
+		var errb bytes.Buffer
+		if code := run(append([]string{"--config", e.config}, args...), out, &errb); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errb.String())
+		}
+		if !strings.Contains(out.String(), "app-000002.log") {
+			t.Fatalf("%v printed no segment rows:\n%s", args, out.String())
+		}
+		if len(out.held) > 0 {
+			t.Errorf("%v was writing its report with the daemon's dirs still open: %v", args, out.held)
+		}
+	}
+}
