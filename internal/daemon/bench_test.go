@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,5 +110,25 @@ streams:
 		b.ReportMetric(float64(ms.HeapAlloc)/1e5, "live-B/segment")
 		runtime.KeepAlive(d)
 		d.Close()
+	}
+}
+
+// BenchmarkWriteJSON: `plan --json`'s encoding of 100,000 closed segments in
+// 1,000 streams (the report only; see scripts/bench-scale.sh for the command).
+func BenchmarkWriteJSON(b *testing.B) {
+	r := &Report{Time: "2026-12-03T00:00:00Z", Source: "local"}
+	for i := range 1000 {
+		s := StreamReport{Name: fmt.Sprintf("s%04d", i), Dir: fmt.Sprintf("/var/log/app/d%04d", i), Pattern: "seg-*.log",
+			Actions: []Action{}, Deferred: []Action{}, Notes: []string{"nothing to merge"}, Skipped: []string{}}
+		for j := range 100 {
+			s.Segments = append(s.Segments, SegmentReport{Name: fmt.Sprintf("seg-%06d.log", j), Size: 101, State: "closed", PredictedSize: 101})
+		}
+		r.Streams = append(r.Streams, s)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.WriteJSON(io.Discard); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -19,6 +20,26 @@ func TestWriteJSONIsTheReportIndented(t *testing.T) {
 			Segments: []SegmentReport{}, Actions: []Action{}, Deferred: []Action{}, Notes: []string{"n"}, Skipped: []string{}}
 		for j := range i % 7 {
 			s.Segments = append(s.Segments, SegmentReport{Name: fmt.Sprintf("app-%d.log", j), Size: int64(j), State: "closed", GrowthRate: 1.5})
+		}
+		if i == 39 { // what the rows' own encoder hands to encoding/json, and what it does not
+			for j, name := range []string{"журнал.log", `a"b\c.log`, "a<b.log", "a>b.log", "a&b.log", "a\x7fb.log", "tab\there", "\xff\xfe.log", "line\u2028sep", "~!#$%^*()_+=-`{}[]|;:',.?/ ok"} {
+				s.Segments = append(s.Segments, SegmentReport{Name: name, Size: -int64(j), State: "active", Why: "modified <1s> \"ago\""})
+			}
+			for j, f := range []float64{1e-7, 1e-6, 1e21, 1e22, 9.99e20, math.Copysign(0, -1), 12.5, 1.0 / 3, 123456789012, -4.25e-9, math.MaxFloat64, math.SmallestNonzeroFloat64} {
+				s.Segments = append(s.Segments, SegmentReport{Name: fmt.Sprintf("f%d.log", j), State: "closed", GrowthRate: f, PredictedSize: -f, Priority: f / 3})
+			}
+			rng := rand.New(rand.NewPCG(15, 1))
+			for j := range 200 {
+				name := make([]byte, 1+rng.IntN(12))
+				for k := range name {
+					name[k] = byte(rng.IntN(256))
+				}
+				f := math.Float64frombits(rng.Uint64())
+				if math.IsNaN(f) || math.IsInf(f, 0) {
+					f = float64(j)
+				}
+				s.Segments = append(s.Segments, SegmentReport{Name: string(name), Size: rng.Int64(), State: "closed", GrowthRate: f, PredictedSize: float64(rng.IntN(1 << 40))})
+			}
 		}
 		if i%5 == 0 {
 			s.Error = "no such directory"
@@ -39,5 +60,10 @@ func TestWriteJSONIsTheReportIndented(t *testing.T) {
 	r.Streams[3].GrowthRate = math.NaN()
 	if err := r.WriteJSON(&bytes.Buffer{}); err == nil {
 		t.Fatal("a NaN rate was written")
+	}
+	r.Streams[3].GrowthRate = 0
+	r.Streams[3].Segments[1].PredictedSize = math.Inf(1)
+	if err := r.WriteJSON(&bytes.Buffer{}); err == nil {
+		t.Fatal("an infinite segment size was written")
 	}
 }
