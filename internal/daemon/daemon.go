@@ -464,7 +464,8 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		s.FS.FillRate = d.tracker.FSRate(r.FS.Dev)
 		// The segment list is rebuilt every pass into the stream's buffer from the
 		// last one: at 100,000 segments a new one was 15 MB of garbage per tick.
-		// Nothing keeps a snapshot past its pass (jobs copy their segments).
+		// Nothing keeps a snapshot past its pass (jobs copy their segments),
+		// but a report with detail (plan's) keeps its segments as its rows.
 		buf := d.segBuf[sc.Name][:0]
 		if cap(buf) < len(r.Entries) {
 			buf = make([]model.Segment, 0, len(r.Entries))
@@ -477,7 +478,9 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}, Sparse: fsx.Sparse(e.Stat.Size, e.Stat.Blocks)})
 			s.HotBytes += e.Stat.Size
 		}
-		d.segBuf[sc.Name] = s.Segments
+		if !d.detail { // so the next pass makes a new one
+			d.segBuf[sc.Name] = s.Segments
+		}
 		model.Classify(s.Segments, writing, now, sc.Compaction.Quiesce)
 		d.markJournaled(s)
 		for i := range s.Segments {

@@ -312,3 +312,34 @@ func TestAReReadDoesNotKeepThePreviousScanAlive(t *testing.T) {
 		t.Fatal("the previous scan's entries were still alive while the directory was re-read")
 	}
 }
+
+// TestAPlanKeepsItsRowsThroughTheNextPass: a plan's report makes its rows from
+// its pass's snapshot as it is written; the next pass must not rebuild that
+// snapshot in place (as a daemon's passes reuse theirs).
+func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
+	d, cfg := readOnlyDaemon(t)
+	first := d.Plan()
+	var before bytes.Buffer
+	if err := first.WriteJSON(&before); err != nil {
+		t.Fatal(err)
+	}
+	logs := cfg.Streams[0].Dir
+	// As many segments as before (a buffer of the same size), in another order.
+	if err := os.Rename(filepath.Join(logs, "app-000001.log"), filepath.Join(logs, "app-000009.log")); err != nil {
+		t.Fatal(err)
+	}
+	second := d.Plan()
+	var after, next bytes.Buffer
+	if err := first.WriteJSON(&after); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.WriteJSON(&next); err != nil {
+		t.Fatal(err)
+	}
+	if after.String() != before.String() {
+		t.Fatalf("the first plan's rows changed with the second pass:\n%s\nwas\n%s", after.String(), before.String())
+	}
+	if !strings.Contains(next.String(), "app-000009.log") || strings.Contains(before.String(), "app-000009.log") {
+		t.Fatalf("the second plan does not see the change:\n%s", next.String())
+	}
+}

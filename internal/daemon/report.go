@@ -49,6 +49,29 @@ type StreamReport struct {
 	// OverCap: hot bytes are over max_hot_bytes and nothing can be archived now.
 	OverCap bool     `json:"over_cap"`
 	Skipped []string `json:"skipped"` // names like segments that are not (links, FIFOs, ...)
+
+	// segs, in a report with detail, are the pass's snapshot of the stream's
+	// segments, made into rows one at a time as the report is written (rows):
+	// made up front, the rows were 8 MB more at 100,000 segments, next to the
+	// snapshot and the scan they came from, at plan's peak. Segments then
+	// stays empty; only WriteJSON and WriteTable write such a report.
+	segs []model.Segment
+}
+
+// rows calls fn with each row of the stream's segments.
+func (s *StreamReport) rows(fn func(*SegmentReport) error) error {
+	for i := range s.Segments {
+		if err := fn(&s.Segments[i]); err != nil {
+			return err
+		}
+	}
+	for i := range s.segs {
+		row := segmentRow(&s.segs[i])
+		if err := fn(&row); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SegmentReport is one segment of the report.
@@ -71,7 +94,8 @@ type Action struct {
 }
 
 // newStreamReport builds a stream's report; the per-segment rows only with detail
-// (at 100,000 segments they are most of a pass's allocations, and only plan shows them).
+// (at 100,000 segments they are most of a pass's allocations, and only plan shows
+// them), and then from s's segments as the report is written: s must not change.
 func newStreamReport(s *model.Stream, detail bool) StreamReport {
 	r := StreamReport{Name: s.Config.Name, Dir: s.Config.Dir, Pattern: s.Config.Pattern,
 		HotBytes: s.HotBytes, CapBytes: int64(s.Config.Archive.MaxHotBytes), GrowthRate: s.GrowthRate,
@@ -79,7 +103,7 @@ func newStreamReport(s *model.Stream, detail bool) StreamReport {
 		Notes: []string{}, Error: s.Err, Skipped: append([]string{}, s.Foreign...),
 		HorizonSeconds: s.Config.Archive.TimeToArchive.Seconds(), SegmentCount: len(s.Segments)}
 	if detail {
-		r.Segments = segmentRows(s)
+		r.segs = s.Segments
 	}
 	return r
 }
@@ -87,11 +111,16 @@ func newStreamReport(s *model.Stream, detail bool) StreamReport {
 // segmentRows is a row per segment of s.
 func segmentRows(s *model.Stream) []SegmentReport {
 	rows := make([]SegmentReport, 0, len(s.Segments))
-	for _, seg := range s.Segments {
-		rows = append(rows, SegmentReport{Name: seg.Name, Size: seg.Size, State: seg.State.String(), Why: seg.Why,
-			GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority})
+	for i := range s.Segments {
+		rows = append(rows, segmentRow(&s.Segments[i]))
 	}
 	return rows
+}
+
+// segmentRow is seg's row.
+func segmentRow(seg *model.Segment) SegmentReport {
+	return SegmentReport{Name: seg.Name, Size: seg.Size, State: seg.State.String(), Why: seg.Why,
+		GrowthRate: seg.GrowthRate, PredictedSize: seg.PredictedSize, Priority: seg.Priority}
 }
 
 // WriteJSON writes the report as one JSON object.
@@ -193,7 +222,7 @@ func marshalStreams(streams []StreamReport) *streamJSON {
 // marshalStream is json.MarshalIndent(s, "    ", "  ") (a member of the
 // report's list), with the segment rows laid out by appendRow.
 func marshalStream(s *StreamReport) ([]byte, error) {
-	if len(s.Segments) == 0 {
+	if len(s.Segments) == 0 && len(s.segs) == 0 {
 		return json.MarshalIndent(s, "    ", "  ")
 	}
 	head := *s
@@ -207,16 +236,17 @@ func marshalStream(s *StreamReport) ([]byte, error) {
 	if at < 0 {
 		return nil, fmt.Errorf("report encoding: no segments member in %q", b)
 	}
-	out := make([]byte, 0, len(b)+len(s.Segments)*200)
+	out := make([]byte, 0, len(b)+(len(s.Segments)+len(s.segs))*200)
 	out = append(out, b[:at]...)
 	out = append(out, "\n      \"segments\": ["...)
-	for i := range s.Segments {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		if out, err = appendRow(out, &s.Segments[i]); err != nil {
-			return nil, err
-		}
+	sep := ""
+	if err := s.rows(func(r *SegmentReport) (err error) {
+		out = append(out, sep...)
+		sep = ","
+		out, err = appendRow(out, r)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	out = append(out, "\n      ],\n"...)
 	return append(out, b[at+len(empty):]...), nil
@@ -316,14 +346,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 			Bytes(float64(s.HotBytes)), Bytes(s.GrowthRate), time.Duration(s.HorizonSeconds*float64(time.Second)), Bytes(s.PredictedBytes), s.Priority)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SEGMENT\tSIZE\tSTATE\tGROWTH/s\tPREDICTED\tPRIORITY\t")
-		for _, seg := range s.Segments {
+		_ = s.rows(func(seg *SegmentReport) error {
 			state := seg.State
 			if seg.Why != "" {
 				state += " (" + seg.Why + ")"
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2f\t\n", quoteName(seg.Name), Bytes(float64(seg.Size)), state,
 				Bytes(seg.GrowthRate), Bytes(seg.PredictedSize), seg.Priority)
-		}
+			return nil
+		})
 		if err := tw.Flush(); err != nil {
 			return err
 		}

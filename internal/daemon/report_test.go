@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/model"
 )
 
 // WriteJSON writes what json.MarshalIndent makes of the whole report, byte for
@@ -65,5 +70,38 @@ func TestWriteJSONIsTheReportIndented(t *testing.T) {
 	r.Streams[3].Segments[1].PredictedSize = math.Inf(1)
 	if err := r.WriteJSON(&bytes.Buffer{}); err == nil {
 		t.Fatal("an infinite segment size was written")
+	}
+}
+
+// TestRowsMadeAsWrittenAreTheRows: a plan's report keeps its snapshot's
+// segments and makes each row as it writes it; the JSON and the table are the
+// ones the rows made up front give.
+func TestRowsMadeAsWrittenAreTheRows(t *testing.T) {
+	cfg := config.Stream{Name: "app", Dir: "/var/log/app", Pattern: "app-*.log"}
+	s := &model.Stream{Config: cfg, HotBytes: 600}
+	for i := range 6 {
+		seg := model.Segment{Name: fmt.Sprintf("app-%06d.log", i), Size: 100, State: model.Closed, PredictedSize: 100}
+		if i == 5 {
+			seg.State, seg.Why, seg.GrowthRate, seg.PredictedSize = model.Active, "newest", 12.5, 4600
+		}
+		s.Segments = append(s.Segments, seg)
+	}
+	lazy := newStreamReport(s, true)
+	eager := newStreamReport(s, false)
+	eager.Segments = segmentRows(s)
+	if len(lazy.Segments) != 0 || len(lazy.segs) != 6 || len(eager.Segments) != 6 {
+		t.Fatalf("rows %d/%d, eager %d", len(lazy.Segments), len(lazy.segs), len(eager.Segments))
+	}
+	for _, w := range []func(*Report, io.Writer) error{(*Report).WriteJSON, (*Report).WriteTable} {
+		var got, want bytes.Buffer
+		if err := w(&Report{Time: "t", Source: "local", Streams: []StreamReport{lazy}}, &got); err != nil {
+			t.Fatal(err)
+		}
+		if err := w(&Report{Time: "t", Source: "local", Streams: []StreamReport{eager}}, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() || !strings.Contains(got.String(), "app-000005.log") {
+			t.Fatalf("made as written:\n%s\nmade up front:\n%s", got.String(), want.String())
+		}
 	}
 }
