@@ -25,6 +25,8 @@ import (
 // predicate for such names; the scanner ignores them whatever the stream patterns.
 const TempPrefix = ".logcompactd-tmp-"
 
+var tempPrefix = []byte(TempPrefix)
+
 // IsTemp reports whether name is one of logcompactd's temporary names.
 func IsTemp(name string) bool { return strings.HasPrefix(name, TempPrefix) }
 

@@ -1,6 +1,7 @@
 package fsx
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -39,14 +40,17 @@ func tempName(kind byte) string {
 // names of another form) are left and returned, for the operator. It fsyncs d
 // when it removed something.
 func (d *Dir) RemoveOrphanTemps(explained func(name string, st Stat) bool) (removed, left []string, err error) {
-	names, err := d.Names()
-	if err != nil {
+	// Only the temporary names are made strings: at start-up every managed
+	// dir is listed here, and 100,000 segment names were 100,000 allocations.
+	var names []string
+	if err := d.EachEntry(func(name []byte, _ uint64) {
+		if bytes.HasPrefix(name, tempPrefix) {
+			names = append(names, string(name))
+		}
+	}); err != nil {
 		return nil, nil, err
 	}
 	for _, n := range names {
-		if !IsTemp(n) {
-			continue
-		}
 		st, serr := d.Stat(n)
 		if serr != nil || st.Kind != Regular || explained(n, st) {
 			continue
