@@ -315,7 +315,12 @@ func Parse(file string, data []byte) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	defaults(v)
-	if err := v.ReadConfig(strings.NewReader(string(data))); err != nil {
+	// The document parsed once above, not parsed again from the text.
+	var doc map[string]any
+	if err := root.Decode(&doc); err != nil {
+		return nil, &Error{File: file, Err: fmt.Errorf("parse yaml: %w", err)}
+	}
+	if err := v.MergeConfigMap(doc); err != nil {
 		return nil, &Error{File: file, Err: fmt.Errorf("parse yaml: %w", err)}
 	}
 	var fc struct {
@@ -418,7 +423,10 @@ func decodeStream(cfg *Config, r any) (Stream, error) {
 // decode applies in onto out (fields absent from in keep their value), strictly:
 // unknown keys and values of the wrong type are errors.
 func decode(in, out any) error {
-	if in == nil {
+	if m, ok := in.(map[string]any); in == nil || ok && len(m) == 0 {
+		// Nothing to apply. A stream without its own compaction or archive
+		// keys has a nil map here, which mapstructure still walked field by
+		// field with every hook: a third of loading a 1,000-stream config.
 		return nil
 	}
 	dc := &mapstructure.DecoderConfig{Result: out, ErrorUnused: true, DecodeHook: hooks()}
