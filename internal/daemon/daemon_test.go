@@ -343,3 +343,47 @@ func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
 		t.Fatalf("the second plan does not see the change:\n%s", next.String())
 	}
 }
+
+// TestTheHistoryIsInBeforeItIsUsed: Open loads the growth history while the
+// caller goes on (to recover, to scan); whatever asks for rates waits for it,
+// and an unusable history is a warning and a fresh start, as before.
+func TestTheHistoryIsInBeforeItIsUsed(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Pass(nil, nil)
+	if err := d.SaveHistory(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		d, err := Open(cfg, Options{Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := d.rates().Segments(); n != 5 {
+			t.Fatalf("right after Open the tracker knows %d segments, want the history's 5", n)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, historyName), []byte("LCDGROW2 not a history"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(cfg, Options{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n := d.rates().Segments(); n != 0 {
+		t.Fatalf("an unusable history gave %d segments", n)
+	}
+	if r := d.Pass(nil, nil); r.Streams[0].SegmentCount != 5 {
+		t.Fatalf("after an unusable history the pass sees %d segments", r.Streams[0].SegmentCount)
+	}
+}

@@ -363,10 +363,10 @@ func (d *Daemon) drain() {
 	d.adoptStaged() // after take: a job stages its output before it reports
 	for _, o := range outs {
 		if o.ok {
-			d.tracker.Adopt(o.output)
+			d.rates().Adopt(o.output)
 		}
 		if o.discarded != (model.SegmentID{}) {
-			d.tracker.Unadopt(o.discarded)
+			d.rates().Unadopt(o.discarded)
 		}
 	}
 }
@@ -375,7 +375,7 @@ func (d *Daemon) drain() {
 // scan sees one, it is not bytes appended to the stream.
 func (d *Daemon) adoptStaged() {
 	for _, id := range d.exec.takeStaged() {
-		d.tracker.Adopt(id)
+		d.rates().Adopt(id)
 	}
 }
 
@@ -564,8 +564,8 @@ func (d *Daemon) apply(cfg *config.Config) {
 	for _, s := range cfg.Streams {
 		keep[s.Name] = true
 	}
-	d.tracker.Retain(keep)
-	d.tracker.SetOptions(growthOptions(cfg))
+	d.rates().Retain(keep)
+	d.rates().SetOptions(growthOptions(cfg))
 	old := d.scanner
 	d.scanner = scanner.New(cfg.Streams, scanner.Options{Logger: d.log})
 	d.scanner.Inherit(old) // open-for-writing answers stay valid: re-taking 100,000 leases costs seconds
