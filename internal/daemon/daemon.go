@@ -384,6 +384,16 @@ func (d *Daemon) forgetScans(only map[string]bool) {
 	}
 }
 
+// forgetPass drops what the last pass read and built (the scans, the
+// snapshot) and what the scanner keeps for reuse: the next pass reads every
+// directory again.
+func (d *Daemon) forgetPass() {
+	clear(d.last)
+	clear(d.segBuf)
+	d.lastStreams = nil
+	d.scanner.Forget()
+}
+
 // maxWriterReplans bounds the plans made again because an input was found open
 // for writing; each one marks at least one more segment active. After it, a job
 // whose input is still open is refused by the operation layer's own lease.

@@ -387,3 +387,36 @@ func TestTheHistoryIsInBeforeItIsUsed(t *testing.T) {
 		t.Fatalf("after an unusable history the pass sees %d segments", r.Streams[0].SegmentCount)
 	}
 }
+
+// TestOnceSavesTheHistoryWithoutItsScan: once lets go of its pass (the scans
+// the daemon and the scanner keep, the snapshot) before it encodes the growth
+// history, so the encoding reuses that memory (at 100,000 segments a fresh
+// once peaked 72 -> 59 MiB); the history it saves is whole.
+func TestOnceSavesTheHistoryWithoutItsScan(t *testing.T) {
+	cfg, _ := testConfig(t)
+	d, err := Open(cfg, Options{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Once(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.last) != 0 || d.lastStreams != nil || len(d.segBuf) != 0 {
+		t.Errorf("after once the daemon still holds %d scans, %d snapshot streams, %d segment buffers",
+			len(d.last), len(d.lastStreams), len(d.segBuf))
+	}
+	if r := d.scanner.Scan(time.Now(), nil, map[string]bool{cfg.Streams[0].Dir: true}); r[0].Reused {
+		t.Error("after once the scanner still keeps a scan to reuse")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(cfg, Options{Version: "test", ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n := d.rates().Segments(); n != 5 {
+		t.Fatalf("the history once saved knows %d segments, want 5", n)
+	}
+}

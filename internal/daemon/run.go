@@ -32,6 +32,12 @@ func (d *Daemon) Once() (*Report, error) {
 	d.act()
 	d.exec.wait()
 	d.drain()
+	// Its one pass is over: the scan and the snapshot (at 100,000 segments
+	// two thirds of the heap) are collected before the history is encoded, so
+	// that the encoding reuses their memory instead of faulting in ~12 MB
+	// more (a tenth of a fresh once, and its peak).
+	d.forgetPass()
+	runtime.GC()
 	err := errors.Join(rerr, d.journalFailure(), d.SaveHistory())
 	d.onceSummary(r, err)
 	return r, err

@@ -161,6 +161,10 @@ func (s *Scanner) Inherit(old *Scanner) {
 	old.leases, old.warned = map[leaseKey]leaseAnswer{}, map[warnKey]string{}
 }
 
+// Forget drops the scans kept for reuse: the next Scan re-reads every
+// directory.
+func (s *Scanner) Forget() { clear(s.last) }
+
 // Close releases the directory fds. It is safe to call twice.
 func (s *Scanner) Close() error {
 	var errs []error
