@@ -21,6 +21,7 @@ make -s build
   go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner
   go test -run '^$' -bench 'BenchmarkPass100k' -benchtime 5x -count 3 ./internal/daemon
   go test -run '^$' -bench 'BenchmarkLiveSet' -benchtime 1x -count 3 ./internal/daemon
+  go test -run '^$' -bench 'BenchmarkWriteJSON' -benchtime 10x -count 3 ./internal/daemon
   go test -run '^$' -bench 'BenchmarkTrackerMemory|BenchmarkObserve' -benchtime 3x -count 1 ./internal/growth
   go test -run '^$' -bench 'BenchmarkMarshal' -benchtime 20x -count 3 ./internal/growth
   go test -run '^$' -bench 'BenchmarkMergeVsCat|BenchmarkMergeMaxRate' -benchtime 5x -count 3 ./internal/compactor

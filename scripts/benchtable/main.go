@@ -139,6 +139,7 @@ func rows(t *tab) []row {
 		scan    = "`go test -run '^$' -bench 'BenchmarkScan|BenchmarkFind' -benchtime 5x -count 3 ./internal/scanner`"
 		pass    = "`go test -run '^$' -bench BenchmarkPass100k -benchtime 5x -count 3 ./internal/daemon`"
 		live    = "`go test -run '^$' -bench BenchmarkLiveSet -benchtime 1x -count 3 ./internal/daemon`"
+		report  = "`go test -run '^$' -bench BenchmarkWriteJSON -benchtime 10x -count 3 ./internal/daemon`"
 		growth  = "`go test -run '^$' -bench BenchmarkTrackerMemory -benchtime 3x ./internal/growth`"
 		save    = "`go test -run '^$' -bench BenchmarkMarshal -benchtime 20x -count 3 ./internal/growth`"
 		merge   = "`go test -run '^$' -bench 'BenchmarkMergeVsCat' -benchtime 5x -count 3 ./internal/compactor`"
@@ -162,7 +163,9 @@ func rows(t *tab) []row {
 		row{"Daemon pass over 100,000 idle segments, re-reading the dir", pass, ms(full), "—", "—", "—"},
 		row{"Daemon pass over 100,000 idle segments, tick without an inotify event", pass, ms(quiet), "the full pass " + ms(full), ratio(quiet, full), "—"},
 		row{"Heap a daemon keeps between passes, 1,000 dirs × 100 idle segments (after two passes and a collection)", live,
-			fmt.Sprintf("%.0f B/segment", t.med("BenchmarkLiveSet", "live-B/segment")), "—", "—", "—"})
+			fmt.Sprintf("%.0f B/segment", t.med("BenchmarkLiveSet", "live-B/segment")), "—", "—", "—"},
+		row{"`plan --json` encoding of 100,000 segment rows in 1,000 streams (the report only)", report,
+			ms(t.med("BenchmarkWriteJSON", "ns/op")), "—", "—", "—"})
 	for _, tree := range []struct{ dirs, per, label string }{{"1", "100000", "1 dir × 100,000"}, {"1000", "100", "1,000 dirs × 100"}} {
 		sel := map[string]string{"dirs": tree.dirs, "per_dir": tree.per}
 		cpu, rss, bps, secsRun := t.kv("IDLE", sel, "cpu_pct"), t.kv("IDLE", sel, "rss_mib"), t.kv("IDLE", sel, "bytes_per_segment"), t.kv("IDLE", sel, "seconds")
