@@ -492,9 +492,10 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		// The segment list is rebuilt every pass into the stream's buffer from the
 		// last one: at 100,000 segments a new one was 15 MB of garbage per tick.
 		// Nothing keeps a snapshot past its pass (jobs copy their segments),
-		// but a report with detail (plan's) keeps its segments as its rows.
+		// but a report with detail (plan's) keeps its segments as its rows: it
+		// gets a list of its own, which no later pass rebuilds.
 		buf := d.segBuf[sc.Name][:0]
-		if cap(buf) < len(r.Entries) {
+		if cap(buf) < len(r.Entries) || d.detail {
 			buf = make([]model.Segment, 0, len(r.Entries))
 		}
 		s.Segments = buf
@@ -505,7 +506,7 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 				Access: model.Access{UID: e.Stat.UID, GID: e.Stat.GID, Mode: e.Stat.Mode}, Sparse: fsx.Sparse(e.Stat.Size, e.Stat.Blocks)})
 			s.HotBytes += e.Stat.Size
 		}
-		if !d.detail { // so the next pass makes a new one
+		if !d.detail {
 			d.segBuf[sc.Name] = s.Segments
 		}
 		model.Classify(s.Segments, writing, now, sc.Compaction.Quiesce)

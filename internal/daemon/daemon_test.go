@@ -19,9 +19,11 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
@@ -318,6 +320,7 @@ func TestAReReadDoesNotKeepThePreviousScanAlive(t *testing.T) {
 // snapshot in place (as a daemon's passes reuse theirs).
 func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
 	d, cfg := readOnlyDaemon(t)
+	d.Pass(nil, nil) // a pass without detail first: its snapshot buffers exist
 	first := d.Plan()
 	var before bytes.Buffer
 	if err := first.WriteJSON(&before); err != nil {
@@ -418,5 +421,69 @@ func TestOnceSavesTheHistoryWithoutItsScan(t *testing.T) {
 	defer d.Close()
 	if n := d.rates().Segments(); n != 5 {
 		t.Fatalf("the history once saved knows %d segments, want 5", n)
+	}
+}
+
+// TestTheDaemonsPlanHasEachRowOnce: the control socket's plan copies the
+// last pass's rows; from a daemon whose reports carry their snapshot's
+// segments (plan's), the copy must not carry them as well.
+func TestTheDaemonsPlanHasEachRowOnce(t *testing.T) {
+	d, _ := readOnlyDaemon(t)
+	d.Plan()
+	var b bytes.Buffer
+	if err := d.planNow().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), `"name": "app-000003.log"`); n != 1 {
+		t.Fatalf("app-000003.log is %d rows of the daemon's plan, want 1:\n%s", n, b.String())
+	}
+}
+
+// TestOrphanSweepOfASharedDir: at start the temporary files no journaled op
+// explains are removed from every managed dir, by a few workers; a dir that
+// two streams share is swept once, and each file is reported once.
+func TestOrphanSweepOfASharedDir(t *testing.T) {
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`state_dir: %s/state
+load: {enabled: false}
+archive: {cold_dir: %s/cold}
+streams:
+  - {name: a, dir: %s, pattern: "a-*.log"}
+  - {name: b, dir: %s/, pattern: "b-*.log"}
+`, dir, dir, logs, logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const orphans = 40
+	for i := range orphans {
+		if err := os.WriteFile(filepath.Join(logs, fmt.Sprintf("%so-%d", fsx.TempPrefix, i)), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	core, logged := observer.New(zap.WarnLevel)
+	d, err := Open(cfg, Options{Logger: zap.New(core), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	said := map[string]int{}
+	for _, e := range logged.FilterMessage("removed a temporary file no journaled operation explains").All() {
+		said[e.ContextMap()["file"].(string)]++
+	}
+	left, _ := os.ReadDir(logs)
+	if len(said) != orphans || len(left) != 0 {
+		t.Fatalf("%d files reported removed, %d left, want %d and 0", len(said), len(left), orphans)
+	}
+	for f, n := range said {
+		if n != 1 {
+			t.Errorf("%s reported removed %d times", f, n)
+		}
 	}
 }

@@ -175,9 +175,13 @@ func (d *Daemon) removeOrphanTemps() {
 		}()
 	}
 	opener := fsx.NewOpener()
+	swept := map[string]bool{} // streams may share a dir: it is swept once, not by two workers at once
 	for _, s := range d.cfg.Streams {
-		if hot, err := opener.Open(s.Dir); err == nil {
-			next <- sweep{s.Name, hot}
+		if dir := filepath.Clean(s.Dir); !swept[dir] {
+			swept[dir] = true
+			if hot, err := opener.Open(dir); err == nil {
+				next <- sweep{s.Name, hot}
+			}
 		}
 		if root, err := opener.Open(s.Archive.ColdDir); err == nil {
 			if sub, err := root.OpenSub(s.Name); err == nil {

@@ -122,7 +122,8 @@ func (d *Daemon) planNow() *Report {
 	r.Streams = slices.Clone(r.Streams)
 	for i := range r.Streams {
 		if i < len(d.lastStreams) && d.lastStreams[i].Config.Name == r.Streams[i].Name {
-			r.Streams[i].Segments = segmentRows(d.lastStreams[i])
+			r.Streams[i].Segments = segmentRows(d.lastStreams[i]) // copied: the loop's next pass rebuilds the snapshot
+			r.Streams[i].segs = nil
 		}
 	}
 	return &r
