@@ -236,7 +236,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 	}
 	var jobs []*dirJob
 	byPath := map[string]*dirJob{}
-	var opener *fsx.Opener
+	opener := fsx.NewOpener() // the dirs this scan (re)opens share the walk above them
 	for _, st := range s.streams {
 		path := filepath.Clean(st.Dir)
 		if only != nil && !only[path] {
@@ -261,10 +261,6 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		// the first stream's job already holds.
 		j := byPath[path]
 		if j == nil {
-			if opener == nil {
-				opener = fsx.NewOpener() // the first scan opens every directory
-				defer opener.Close()
-			}
 			d, err := s.dir(path, opener)
 			if err != nil {
 				res.Err = err
@@ -278,6 +274,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		out = append(out, res)
 		j.results = append(j.results, len(out)-1)
 	}
+	opener.Close() // the dirs above stay open no longer than the opening
 	// Directories are re-read in parallel: at 1,000 directories of 100 segments
 	// each is too small for statAll to split, and one after the other they left
 	// all but one CPU idle. A result is written by its directory's job only.
