@@ -152,7 +152,7 @@ func openDirSecure(path string, o *Opener) (int, error) {
 				release()
 				return -1, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrUnsafePath, where, st.UID, st.Mode&0o7777)
 			}
-			if _, dup := o.checkedAt(where); straight && !dup {
+			if straight && !o.has(where) {
 				o.checked[where], owned = cur, false
 			}
 		}
@@ -211,19 +211,19 @@ func openDirSecure(path string, o *Opener) (int, error) {
 			owned, where = true, "/"
 		}
 	}
-	if !owned { // path itself is one of o's: the caller gets its own fd
-		return unix.Dup(cur)
-	}
+	// cur is owned: a walk from one of o's directories has at least one name
+	// left (the lookup above stops short of path), and each name ends in a
+	// directory opened here.
 	return cur, nil
 }
 
-// checkedAt is o's fd for the checked directory at path, if it has one.
-func (o *Opener) checkedAt(path string) (int, bool) {
+// has reports whether o kept the checked directory at path.
+func (o *Opener) has(path string) bool {
 	if o == nil {
-		return -1, false
+		return false
 	}
-	fd, ok := o.checked[path]
-	return fd, ok
+	_, ok := o.checked[path]
+	return ok
 }
 
 // splitPath splits a path into its components, without empty ones and ".".

@@ -365,3 +365,55 @@ func TestOpenerChecksSharedParentsOnce(t *testing.T) {
 		must(t, d.Close())
 	}
 }
+
+// TestOpenerLeaksNoFDs: through symlinks (relative, absolute, up with ".."),
+// to missing dirs and non-dirs, an Opener and the Dirs it returns, once
+// closed, leave the process with the fds it had; and it reaches what OpenDir
+// reaches.
+func TestOpenerLeaksNoFDs(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	must(t, os.MkdirAll(filepath.Join(real, "sub", "deep"), 0o755))
+	must(t, os.WriteFile(filepath.Join(real, "file"), nil, 0o644))
+	must(t, os.Symlink("real", filepath.Join(base, "rel")))
+	must(t, os.Symlink(real, filepath.Join(base, "abs")))
+	must(t, os.Symlink("../real/sub", filepath.Join(real, "sub", "up")))
+	paths := []string{
+		filepath.Join(real, "sub"), filepath.Join(real, "sub", "deep"), filepath.Join(base, "rel", "sub"),
+		filepath.Join(base, "abs", "sub", "deep"), filepath.Join(real, "sub", "up", "deep"), filepath.Join(real, "missing"),
+		filepath.Join(real, "file"), filepath.Join(base, "rel"), filepath.Join(base, "real", "..", "real", "sub"), real,
+	}
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	for round := range 3 {
+		o := NewOpener()
+		var opened []*Dir
+		for _, p := range paths {
+			want, werr := OpenDir(p)
+			got, gerr := o.Open(p)
+			if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+				t.Fatalf("round %d, %s: Opener %v, OpenDir %v", round, p, gerr, werr)
+			}
+			if want != nil {
+				if got.dev != want.dev || got.ino != want.ino {
+					t.Errorf("%s: the Opener reached another directory", p)
+				}
+				must(t, want.Close())
+				opened = append(opened, got)
+			}
+		}
+		o.Close()
+		for _, d := range opened {
+			must(t, d.Close())
+		}
+	}
+	if after := fds(); after != before {
+		t.Fatalf("%d fds open after, %d before", after, before)
+	}
+}
