@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -103,5 +104,37 @@ func TestRowsMadeAsWrittenAreTheRows(t *testing.T) {
 		if got.String() != want.String() || !strings.Contains(got.String(), "app-000005.log") {
 			t.Fatalf("made as written:\n%s\nmade up front:\n%s", got.String(), want.String())
 		}
+	}
+}
+
+// TestAppendRowCoversEveryField: appendRow lists SegmentReport's fields by
+// hand; a field added to the struct (and so to the contract) must be added
+// there too. Every field is set, and the row is compared with encoding/json's.
+func TestAppendRowCoversEveryField(t *testing.T) {
+	var row SegmentReport
+	v := reflect.ValueOf(&row).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString("x" + v.Type().Field(i).Name)
+		case reflect.Int64:
+			f.SetInt(int64(i) + 7)
+		case reflect.Float64:
+			f.SetFloat(float64(i) + 0.5)
+		default:
+			t.Fatalf("SegmentReport.%s is a %s: teach appendRow (and this test) its encoding", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	s := StreamReport{Name: "s", Segments: []SegmentReport{row}, Actions: []Action{}, Deferred: []Action{}, Notes: []string{}, Skipped: []string{}}
+	want, err := json.MarshalIndent(&s, "    ", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := marshalStream(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("appendRow:\n%s\nencoding/json:\n%s", got, want)
 	}
 }
