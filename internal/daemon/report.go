@@ -140,13 +140,13 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	const empty = "[]\n}"
-	if !bytes.HasSuffix(b, []byte(empty)) {
-		return fmt.Errorf("report encoding: unexpected end %q", b[max(0, len(b)-8):])
+	before, after, err := openList(b, "\n  \"streams\": []")
+	if err != nil {
+		return err
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.Write(b[:len(b)-len(empty)])
-	bw.WriteString("[\n")
+	bw.Write(before)
+	bw.WriteByte('\n')
 	streams := marshalStreams(r.Streams)
 	defer streams.stop()
 	for i := range r.Streams {
@@ -161,8 +161,23 @@ func (r *Report) WriteJSON(w io.Writer) error {
 		}
 		bw.WriteByte('\n')
 	}
-	bw.WriteString("  ]\n}\n")
+	bw.WriteString("  ")
+	bw.Write(after)
+	bw.WriteByte('\n')
 	return bw.Flush()
+}
+
+// openList splits b, the indented JSON of a value whose list member marker
+// ("\n<indent>\"key\": []") was marshalled empty, between that list's
+// brackets: before ends with '[', after starts with ']'. The first match is
+// the member (a string value cannot hold the marker: its quotes are escaped).
+func openList(b []byte, marker string) (before, after []byte, err error) {
+	at := bytes.Index(b, []byte(marker))
+	if at < 0 {
+		return nil, nil, fmt.Errorf("report encoding: no %q in %q", marker, b)
+	}
+	cut := at + len(marker) - 1
+	return b[:cut], b[cut:], nil
 }
 
 // streamJSON hands out the streams of a report marshalled (indented as
@@ -231,14 +246,12 @@ func marshalStream(s *StreamReport) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	const empty = "\n      \"segments\": [],\n" // a key: a string value's quotes are escaped
-	at := bytes.Index(b, []byte(empty))
-	if at < 0 {
-		return nil, fmt.Errorf("report encoding: no segments member in %q", b)
+	before, after, err := openList(b, "\n      \"segments\": []")
+	if err != nil {
+		return nil, err
 	}
 	out := make([]byte, 0, len(b)+(len(s.Segments)+len(s.segs))*200)
-	out = append(out, b[:at]...)
-	out = append(out, "\n      \"segments\": ["...)
+	out = append(out, before...)
 	sep := ""
 	if err := s.rows(func(r *SegmentReport) (err error) {
 		out = append(out, sep...)
@@ -248,8 +261,8 @@ func marshalStream(s *StreamReport) ([]byte, error) {
 	}); err != nil {
 		return nil, err
 	}
-	out = append(out, "\n      ],\n"...)
-	return append(out, b[at+len(empty):]...), nil
+	out = append(out, "\n      "...)
+	return append(out, after...), nil
 }
 
 // appendRow appends r as MarshalIndent lays out an element of a stream's
