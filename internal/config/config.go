@@ -805,14 +805,14 @@ func validateLayout(c *Config) error {
 		return nil
 	}
 	checked := map[[2]string]bool{} // dirs found fine on disk, as managed ("dir") or cold ("cold")
-	opener := fsx.NewOpener()       // the directories above them are checked once
+	var opener fsx.Opener           // the directories above them are checked once
 	defer opener.Close()
 	onDisk := func(key, dir string, cold bool) error {
 		kind := map[bool]string{false: "dir", true: "cold"}[cold]
 		if checked[[2]string{kind, dir}] {
 			return nil
 		}
-		if err := checkDirOnDisk(opener, key, dir, cold); err != nil {
+		if err := checkDirOnDisk(&opener, key, dir, cold); err != nil {
 			return err
 		}
 		checked[[2]string{kind, dir}] = true

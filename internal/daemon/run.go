@@ -174,7 +174,7 @@ func (d *Daemon) removeOrphanTemps() {
 			}
 		}()
 	}
-	opener := fsx.NewOpener()
+	var opener fsx.Opener
 	swept := map[string]bool{} // streams may share a dir: it is swept once, not by two workers at once
 	for _, s := range d.cfg.Streams {
 		if dir := filepath.Clean(s.Dir); !swept[dir] {

@@ -68,15 +68,14 @@ func OpenDir(path string) (*Dir, error) { return openDir(path, nil) }
 // (the fd pins it) until Close. Its owner or mode can be changed only by root
 // or its owner, whom the check trusts anyway, so one check holds for the
 // Opener's life; keep one for a batch (a config check, a scan), not longer.
-// The nil *Opener opens as OpenDir. Not safe for concurrent use.
+// The zero Opener is ready (Close it); the nil *Opener opens as OpenDir. Not
+// safe for concurrent use.
 type Opener struct {
 	// checked: a directory reached from "/" without a symlink or "..", by its
-	// path, found safe to be in (openDirSecure's check), and its fd.
+	// path, found safe to be in (openDirSecure's check), and its fd. Made by
+	// the first one kept: a scan that opens nothing allocates nothing.
 	checked map[string]int
 }
-
-// NewOpener returns an Opener; Close it.
-func NewOpener() *Opener { return &Opener{checked: map[string]int{}} }
 
 // Open opens the directory at path as OpenDir does.
 func (o *Opener) Open(path string) (*Dir, error) { return openDir(path, o) }
@@ -90,6 +89,18 @@ func (o *Opener) Close() {
 		unix.Close(fd)
 	}
 	clear(o.checked)
+}
+
+// keep holds fd, the checked directory at path, unless o holds one there.
+func (o *Opener) keep(path string, fd int) bool {
+	if _, ok := o.checked[path]; ok {
+		return false
+	}
+	if o.checked == nil {
+		o.checked = map[string]int{}
+	}
+	o.checked[path] = fd
+	return true
 }
 
 func openDir(path string, o *Opener) (*Dir, error) {
@@ -152,8 +163,8 @@ func openDirSecure(path string, o *Opener) (int, error) {
 				release()
 				return -1, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrUnsafePath, where, st.UID, st.Mode&0o7777)
 			}
-			if straight && !o.has(where) {
-				o.checked[where], owned = cur, false
+			if straight && o.keep(where, cur) {
+				owned = false
 			}
 		}
 		checked = false
@@ -215,15 +226,6 @@ func openDirSecure(path string, o *Opener) (int, error) {
 	// left (the lookup above stops short of path), and each name ends in a
 	// directory opened here.
 	return cur, nil
-}
-
-// has reports whether o kept the checked directory at path.
-func (o *Opener) has(path string) bool {
-	if o == nil {
-		return false
-	}
-	_, ok := o.checked[path]
-	return ok
 }
 
 // splitPath splits a path into its components, without empty ones and ".".

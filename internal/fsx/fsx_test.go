@@ -310,7 +310,7 @@ func TestOpenDirRefusesWhatAnotherUserCouldRedirect(t *testing.T) {
 		fresh[c.path] = fmt.Sprint(err)
 	}
 	for _, order := range []string{"in order", "reversed"} {
-		o := NewOpener()
+		o := &Opener{}
 		for i := range cases {
 			c := cases[i]
 			if order == "reversed" {
@@ -338,7 +338,7 @@ func TestOpenerChecksSharedParentsOnce(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(p, "seg.log"), []byte("x"), 0o644))
 		paths = append(paths, p)
 	}
-	o := NewOpener()
+	o := &Opener{}
 	var dirs []*Dir
 	for _, p := range append(paths, filepath.Join(base, "logs"), base) {
 		d, err := o.Open(p)
@@ -392,7 +392,7 @@ func TestOpenerLeaksNoFDs(t *testing.T) {
 	}
 	before := fds()
 	for round := range 3 {
-		o := NewOpener()
+		o := &Opener{}
 		var opened []*Dir
 		for _, p := range paths {
 			want, werr := OpenDir(p)

@@ -236,7 +236,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 	}
 	var jobs []*dirJob
 	byPath := map[string]*dirJob{}
-	opener := fsx.NewOpener() // the dirs this scan (re)opens share the walk above them
+	var opener fsx.Opener // the dirs this scan (re)opens share the walk above them
 	for _, st := range s.streams {
 		path := filepath.Clean(st.Dir)
 		if only != nil && !only[path] {
@@ -261,7 +261,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		// the first stream's job already holds.
 		j := byPath[path]
 		if j == nil {
-			d, err := s.dir(path, opener)
+			d, err := s.dir(path, &opener)
 			if err != nil {
 				res.Err = err
 				out = append(out, res)
