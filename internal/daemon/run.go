@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/config"
@@ -156,43 +156,44 @@ func (d *Daemon) removeOrphanTemps() {
 		}
 	}
 	// The dirs are opened one after the other here (an Opener is not shared)
-	// and listed by a few workers: at 1,000 dirs, listing them one at a time
-	// was a tenth of a fresh `once`.
-	type sweep struct {
-		stream string
-		dir    *fsx.Dir
-	}
-	next := make(chan sweep)
-	var wg sync.WaitGroup
-	for range 2 * runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for sw := range next {
-				clean(sw.stream, sw.dir)
-				sw.dir.Close()
-			}
-		}()
+	// and listed by a few goroutines: at 1,000 dirs, listing them one at a
+	// time was a tenth of a fresh `once`.
+	var g errgroup.Group
+	g.SetLimit(2 * runtime.GOMAXPROCS(0))
+	sweep := func(stream string, dir *fsx.Dir) {
+		g.Go(func() error {
+			clean(stream, dir)
+			return dir.Close()
+		})
 	}
 	var opener fsx.Opener
-	swept := map[string]bool{} // streams may share a dir: it is swept once, not by two workers at once
+	swept := map[string]bool{}     // streams may share a dir: it is swept once, not by two goroutines at once
+	roots := map[string]*fsx.Dir{} // a cold dir, opened once for all its streams' subdirs
 	for _, s := range d.cfg.Streams {
 		if dir := filepath.Clean(s.Dir); !swept[dir] {
 			swept[dir] = true
 			if hot, err := opener.Open(dir); err == nil {
-				next <- sweep{s.Name, hot}
+				sweep(s.Name, hot)
 			}
 		}
-		if root, err := opener.Open(s.Archive.ColdDir); err == nil {
+		root, ok := roots[s.Archive.ColdDir]
+		if !ok {
+			root, _ = opener.Open(s.Archive.ColdDir) // nil: not a local dir, or not there yet
+			roots[s.Archive.ColdDir] = root
+		}
+		if root != nil {
 			if sub, err := root.OpenSub(s.Name); err == nil {
-				next <- sweep{s.Name, sub}
+				sweep(s.Name, sub)
 			}
-			root.Close()
 		}
 	}
 	opener.Close()
-	close(next)
-	wg.Wait()
+	_ = g.Wait()
+	for _, root := range roots {
+		if root != nil {
+			root.Close()
+		}
+	}
 }
 
 func (d *Daemon) keepInactive(stream string) time.Duration {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
@@ -287,22 +288,12 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 	if len(jobs) == 1 {
 		scanDir(jobs[0])
 	} else {
-		var wg sync.WaitGroup
-		next := make(chan *dirJob)
-		for w := 0; w < min(len(jobs), s.opts.StatWorkers); w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := range next {
-					scanDir(j)
-				}
-			}()
-		}
+		var g errgroup.Group
+		g.SetLimit(s.opts.StatWorkers)
 		for _, j := range jobs {
-			next <- j
+			g.Go(func() error { scanDir(j); return nil })
 		}
-		close(next)
-		wg.Wait()
+		_ = g.Wait()
 	}
 	for _, j := range jobs {
 		for _, i := range j.results {
@@ -587,20 +578,18 @@ func (s *Scanner) statAll(d *fsx.Dir, es []Entry, failed []bool) {
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, s.opts.StatWorkers)
+	var g errgroup.Group
+	g.SetLimit(s.opts.StatWorkers)
 	for lo := 0; lo < len(es); lo += chunk {
 		hi := min(lo+chunk, len(es))
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			for i := lo; i < hi; i++ {
 				stat(i)
 			}
-		}(lo, hi)
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 }
 
 // Sort puts entries in stream order: natural name order, or mtime (then name).
