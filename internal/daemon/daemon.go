@@ -388,7 +388,7 @@ func (d *Daemon) forgetScans(only map[string]bool) {
 // snapshot) and what the scanner keeps for reuse: the next pass reads every
 // directory again.
 func (d *Daemon) forgetPass() {
-	clear(d.last)
+	d.forgetScans(nil)
 	clear(d.segBuf)
 	d.lastStreams = nil
 	d.scanner.Forget()

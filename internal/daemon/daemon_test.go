@@ -63,17 +63,35 @@ streams:
 	return cfg, logs
 }
 
+// openDaemon opens cfg's daemon with o (version "test" unless o says), closed
+// when the test ends (Close is safe to call again before).
+func openDaemon(t *testing.T, cfg *config.Config, o Options) *Daemon {
+	t.Helper()
+	if o.Version == "" {
+		o.Version = "test"
+	}
+	d, err := Open(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// closeDaemon closes d, failing the test on an error.
+func closeDaemon(t *testing.T, d *Daemon) {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // readOnlyDaemon opens a read-only daemon over testConfig's tree, closed
 // when the test ends.
 func readOnlyDaemon(t *testing.T) (*Daemon, *config.Config) {
 	t.Helper()
 	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{ReadOnly: true, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d, cfg
+	return openDaemon(t, cfg, Options{ReadOnly: true}), cfg
 }
 
 func keys(m map[string]any) string {
@@ -296,11 +314,7 @@ func TestAReReadDoesNotKeepThePreviousScanAlive(t *testing.T) {
 		}
 		return nil
 	})
-	d, err := Open(cfg, Options{ReadOnly: true, Logger: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := openDaemon(t, cfg, Options{ReadOnly: true, Logger: zap.New(core)})
 	d.Pass(nil, nil)
 	old = weak.Make(&d.last["app"].Entries[0])
 	if err := os.Symlink("app-000001.log", filepath.Join(logs, "app-000009.log")); err != nil {
@@ -352,37 +366,23 @@ func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
 // and an unusable history is a warning and a fresh start, as before.
 func TestTheHistoryIsInBeforeItIsUsed(t *testing.T) {
 	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openDaemon(t, cfg, Options{})
 	d.Pass(nil, nil)
 	if err := d.SaveHistory(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeDaemon(t, d)
 	for range 20 {
-		d, err := Open(cfg, Options{Version: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := openDaemon(t, cfg, Options{})
 		if n := d.rates().Segments(); n != 5 {
 			t.Fatalf("right after Open the tracker knows %d segments, want the history's 5", n)
 		}
-		if err := d.Close(); err != nil {
-			t.Fatal(err)
-		}
+		closeDaemon(t, d)
 	}
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, historyName), []byte("LCDGROW2 not a history"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d, err = Open(cfg, Options{Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = openDaemon(t, cfg, Options{})
 	if n := d.rates().Segments(); n != 0 {
 		t.Fatalf("an unusable history gave %d segments", n)
 	}
@@ -397,10 +397,7 @@ func TestTheHistoryIsInBeforeItIsUsed(t *testing.T) {
 // once peaked 72 -> 59 MiB); the history it saves is whole.
 func TestOnceSavesTheHistoryWithoutItsScan(t *testing.T) {
 	cfg, _ := testConfig(t)
-	d, err := Open(cfg, Options{Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openDaemon(t, cfg, Options{})
 	if _, err := d.Once(); err != nil {
 		t.Fatal(err)
 	}
@@ -411,14 +408,8 @@ func TestOnceSavesTheHistoryWithoutItsScan(t *testing.T) {
 	if r := d.scanner.Scan(time.Now(), nil, map[string]bool{cfg.Streams[0].Dir: true}); r[0].Reused {
 		t.Error("after once the scanner still keeps a scan to reuse")
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err = Open(cfg, Options{Version: "test", ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	closeDaemon(t, d)
+	d = openDaemon(t, cfg, Options{ReadOnly: true})
 	if n := d.rates().Segments(); n != 5 {
 		t.Fatalf("the history once saved knows %d segments, want 5", n)
 	}
@@ -465,11 +456,7 @@ streams:
 		}
 	}
 	core, logged := observer.New(zap.WarnLevel)
-	d, err := Open(cfg, Options{Logger: zap.New(core), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := openDaemon(t, cfg, Options{Logger: zap.New(core)})
 	if err := d.Recover(); err != nil {
 		t.Fatal(err)
 	}
