@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -622,13 +623,20 @@ func TestCommandsLoadTheConfigOnce(t *testing.T) {
 	t.Cleanup(func() { loadConfigFile = config.Load })
 	for _, cmd := range [][]string{{"plan"}, {"plan", "--json"}, {"once"}, {"check"}} {
 		loads = 0
-		var out, errb bytes.Buffer
-		if code := run(append([]string{"--config", e.config}, cmd...), &out, &errb); code != 0 {
-			t.Fatalf("%v: exit %d\n%s%s", cmd, code, out.String(), errb.String())
-		}
+		e.runHere(&bytes.Buffer{}, cmd...)
 		if loads != 1 {
 			t.Errorf("%v loaded the config %d times, want 1", cmd, loads)
 		}
+	}
+}
+
+// runHere runs the command in this process (not the built binary), with
+// stdout, and fails the test unless it exits 0.
+func (e *env) runHere(stdout io.Writer, args ...string) {
+	e.t.Helper()
+	var errb bytes.Buffer
+	if code := run(append([]string{"--config", e.config}, args...), stdout, &errb); code != 0 {
+		e.t.Fatalf("%v: exit %d\n%s", args, code, errb.String())
 	}
 }
 
@@ -664,10 +672,7 @@ func TestPlanWritesItsReportAfterClosingTheDaemon(t *testing.T) {
 	e.segment("app-000002.log", 1000, time.Hour)
 	for _, args := range [][]string{{"plan"}, {"plan", "--json"}} {
 		out := &fdProbe{dir: e.dir}
-		var errb bytes.Buffer
-		if code := run(append([]string{"--config", e.config}, args...), out, &errb); code != 0 {
-			t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errb.String())
-		}
+		e.runHere(out, args...)
 		if !strings.Contains(out.String(), "app-000002.log") {
 			t.Fatalf("%v printed no segment rows:\n%s", args, out.String())
 		}
