@@ -431,8 +431,9 @@ func TestTheDaemonsPlanHasEachRowOnce(t *testing.T) {
 }
 
 // TestOrphanSweepOfASharedDir: at start the temporary files no journaled op
-// explains are removed from every managed dir, by a few workers; a dir that
-// two streams share is swept once, and each file is reported once.
+// explains are removed from every managed dir and every stream's cold subdir,
+// by a few workers; a dir that two streams share is swept once, a cold dir
+// they share is opened once for both subdirs, and each file is reported once.
 func TestOrphanSweepOfASharedDir(t *testing.T) {
 	dir := t.TempDir()
 	logs := filepath.Join(dir, "logs")
@@ -449,11 +450,22 @@ streams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	const orphans = 40
-	for i := range orphans {
+	const hot = 40
+	var colds []string
+	for i := range hot {
 		if err := os.WriteFile(filepath.Join(logs, fmt.Sprintf("%so-%d", fsx.TempPrefix, i)), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, stream := range []string{"a", "b"} {
+		sub := filepath.Join(dir, "cold", stream)
+		if err := os.MkdirAll(sub, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, fsx.TempPrefix+"o-cold"), []byte("half an archive"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		colds = append(colds, sub)
 	}
 	core, logged := observer.New(zap.WarnLevel)
 	d := openDaemon(t, cfg, Options{Logger: zap.New(core)})
@@ -462,11 +474,16 @@ streams:
 	}
 	said := map[string]int{}
 	for _, e := range logged.FilterMessage("removed a temporary file no journaled operation explains").All() {
-		said[e.ContextMap()["file"].(string)]++
+		m := e.ContextMap()
+		said[m["dir"].(string)+"/"+m["file"].(string)]++
 	}
-	left, _ := os.ReadDir(logs)
-	if len(said) != orphans || len(left) != 0 {
-		t.Fatalf("%d files reported removed, %d left, want %d and 0", len(said), len(left), orphans)
+	left := 0
+	for _, d := range append(colds, logs) {
+		ents, _ := os.ReadDir(d)
+		left += len(ents)
+	}
+	if len(said) != hot+len(colds) || left != 0 {
+		t.Fatalf("%d files reported removed, %d left, want %d and 0", len(said), left, hot+len(colds))
 	}
 	for f, n := range said {
 		if n != 1 {
