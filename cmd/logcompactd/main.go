@@ -237,8 +237,8 @@ func withConfig(g *globals, cfg *config.Config, stderr io.Writer, o lcd.Options,
 }
 
 // runGCPercent is the GC target of `run` unless GOGC is set. The daemon's live
-// set is long-lived (per segment: the scan entry, the growth state, the reused
-// snapshot list; ~375 bytes) and a quiet pass makes almost no
+// set is long-lived (per segment: the scanner's segment, which the snapshot
+// classifies in place, the growth state, the name; ~250 bytes) and a quiet pass makes almost no
 // garbage, so collections are rare either way; what the target decides is the
 // headroom above the live set, which Go's default (100) makes as large as the
 // live set itself. With 25, 100,000 idle segments sat at 74-86 MiB instead of

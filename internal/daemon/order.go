@@ -13,6 +13,7 @@ import (
 
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/objstore"
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
@@ -27,12 +28,12 @@ func OrderWarnings(cfg *config.Config) []string {
 	s := scanner.New(cfg.Streams, scanner.Options{})
 	defer s.Close()
 	for i, r := range s.Scan(time.Now(), nil, nil) {
-		if r.Err != nil || r.Stream.Order != "name" || len(r.Entries) < 2 {
+		if r.Err != nil || r.Stream.Order != "name" || len(r.Segments) < 2 {
 			continue
 		}
-		if n := mtimeInversions(r.Entries); n > 0 {
+		if n := mtimeInversions(r.Segments); n > 0 {
 			out = append(out, fmt.Sprintf("streams[%d] (%s): in %d of %d adjacent pairs of segments the name order and the mtimes disagree; if the newest segment does not have the last name (logrotate's numbered scheme: the newest is .1), use order: mtime",
-				i, r.Stream.Name, n, len(r.Entries)-1))
+				i, r.Stream.Name, n, len(r.Segments)-1))
 		}
 	}
 	return out
@@ -40,10 +41,10 @@ func OrderWarnings(cfg *config.Config) []string {
 
 // mtimeInversions counts adjacent entries (in their stream order) whose
 // mtimes go backwards.
-func mtimeInversions(es []scanner.Entry) int {
+func mtimeInversions(es []model.Segment) int {
 	n := 0
 	for i := 1; i < len(es); i++ {
-		if es[i].Stat.MtimeNs < es[i-1].Stat.MtimeNs {
+		if es[i].MtimeNs < es[i-1].MtimeNs {
 			n++
 		}
 	}

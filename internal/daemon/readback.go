@@ -95,7 +95,7 @@ func streamPieces(ctx context.Context, s config.Stream) ([]piece, error) {
 	if err != nil {
 		return nil, err
 	}
-	var es []scanner.Entry
+	var es []model.Segment
 	for _, n := range names {
 		if m, _ := filepath.Match(s.Pattern, n); !m || fsx.IsTemp(n) {
 			continue
@@ -104,12 +104,12 @@ func streamPieces(ctx context.Context, s config.Stream) ([]piece, error) {
 		if err != nil || st.Kind != fsx.Regular || st.Nlink != 1 {
 			continue
 		}
-		es = append(es, scanner.Entry{Name: n, Stat: st})
+		es = append(es, model.Segment{Name: n, MtimeNs: st.MtimeNs})
 	}
 	scanner.Sort(es, s.Order)
 	for _, e := range es {
 		p := filepath.Join(s.Dir, e.Name)
-		out = append(out, piece{where: p, name: e.Name, mtime: time.Unix(0, e.Stat.MtimeNs), hot: true,
+		out = append(out, piece{where: p, name: e.Name, mtime: e.Mtime(), hot: true,
 			open: func(context.Context) (io.ReadCloser, error) { return os.Open(p) }})
 	}
 	return out, nil

@@ -586,7 +586,6 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.probe.Start()
 	d.last = map[string]scanner.Result{}
 	d.prev = map[string]string{}
-	d.segBuf = map[string][]model.Segment{}
 	d.setTiers(cfg)
 	d.cfg = cfg
 	if d.env != nil {

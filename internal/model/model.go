@@ -45,15 +45,24 @@ type SegmentID struct {
 // Access is who may read and change a segment: owner, group, permission bits.
 type Access struct{ UID, GID, Mode uint32 }
 
-// Segment is one file of a stream at snapshot time. A snapshot holds one per
-// segment: the fields are ordered to pack (112 bytes).
+// Segment is one file of a stream: what a scan saw of it (name, identity,
+// size, times, access, whether it is open for writing) and, at snapshot time,
+// what a pass made of it (state, growth, prediction). The scanner keeps one per
+// segment and the snapshot is made over the same list, so a large host holds
+// each segment once: the fields are ordered to pack (120 bytes).
 type Segment struct {
-	Name          string
-	ID            SegmentID
-	Size          int64
-	MtimeNs       int64  // modification time, ns since the epoch (see Mtime)
-	Access        Access // a merge never mixes segments whose Access differs
-	Sparse        bool   // mostly holes: archived as it is, holes kept (fsx.Sparse)
+	Name    string
+	ID      SegmentID
+	Size    int64
+	MtimeNs int64  // modification time, ns since the epoch (see Mtime)
+	CtimeNs int64  // status change time: an open-for-writing answer holds while size, mtime and ctime do
+	Access  Access // a merge never mixes segments whose Access differs
+	Sparse  bool   // mostly holes: archived as it is, holes kept (fsx.Sparse)
+	// Writing: some process holds it open for writing (or it could not be
+	// told: fail closed), as far as the scanner knows (see scanner.CheckWriters).
+	Writing bool
+	// What a pass made of it (Classify clears and sets them; the snapshot and
+	// the planners fill in the rest).
 	State         State
 	Why           string  // why the segment is active ("newest", "modified 2s ago", "open for writing")
 	GrowthRate    float64 // bytes/s; 0 unless active
@@ -86,16 +95,18 @@ type FSInfo struct {
 
 // Classify sets the state of each segment of an ordered stream: active if it is the
 // newest, was modified within quiesce before now, or is open for writing; else
-// consolidated if its name carries the consolidated marker, else closed.
-func Classify(segs []Segment, writing []bool, now time.Time, quiesce time.Duration) {
+// consolidated if its name carries the consolidated marker, else closed. What an
+// earlier pass made of the segments (growth, prediction, priority) is cleared.
+func Classify(segs []Segment, now time.Time, quiesce time.Duration) {
 	for i := range segs {
 		s := &segs[i]
+		s.GrowthRate, s.PredictedSize, s.Priority = 0, 0, 0
 		switch age := now.Sub(s.Mtime()); {
 		case i == len(segs)-1:
 			s.State, s.Why = Active, "newest"
 		case age < quiesce:
 			s.State, s.Why = Active, "modified "+age.Round(time.Millisecond).String()+" ago"
-		case writing[i]:
+		case s.Writing:
 			s.State, s.Why = Active, "open for writing"
 		case IsConsolidated(s.Name):
 			s.State, s.Why = Consolidated, ""

@@ -55,16 +55,22 @@ func TestClassify(t *testing.T) {
 	segs := []Segment{
 		{Name: "a-1.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
 		{Name: "a-2~c1.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
-		{Name: "a-3.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
+		{Name: "a-3.log", MtimeNs: now.Add(-time.Hour).UnixNano(), Writing: true},
 		{Name: "a-4.log", MtimeNs: now.Add(-time.Second).UnixNano()},
 		{Name: "a-5.log", MtimeNs: now.Add(-time.Hour).UnixNano()},
 	}
-	Classify(segs, []bool{false, false, true, false, false}, now, time.Minute)
+	// The list is the scanner's, classified again at every pass: what the last
+	// pass made of a segment must not stay with it.
+	segs[0].State, segs[0].Why, segs[0].GrowthRate, segs[0].PredictedSize, segs[0].Priority = Active, "newest", 5, 7, 0.5
+	Classify(segs, now, time.Minute)
 	want := []State{Closed, Consolidated, Active, Active, Active}
 	for i, w := range want {
 		if segs[i].State != w {
 			t.Errorf("%s: %s (%s), want %s", segs[i].Name, segs[i].State, segs[i].Why, w)
 		}
+	}
+	if s := segs[0]; s.Why != "" || s.GrowthRate != 0 || s.PredictedSize != 0 || s.Priority != 0 {
+		t.Errorf("what an earlier pass made of %s stayed: %+v", s.Name, s)
 	}
 }
 
@@ -142,11 +148,12 @@ func TestMarkerNeverLandsInsideALabel(t *testing.T) {
 	}
 }
 
-// A snapshot holds a Segment per segment (100,000 on a large host): it stays
-// packed, and a State is still its word in plan and in JSON.
+// The scanner keeps a Segment per segment (100,000 on a large host) and the
+// snapshot is made over them: it stays packed, and a State is still its word
+// in plan and in JSON.
 func TestASegmentStaysSmallAndItsStateIsAWord(t *testing.T) {
-	if n := unsafe.Sizeof(Segment{}); n > 112 {
-		t.Fatalf("a Segment is %d bytes, was 112", n)
+	if n := unsafe.Sizeof(Segment{}); n > 120 {
+		t.Fatalf("a Segment is %d bytes, was 120", n)
 	}
 	b, err := json.Marshal(struct{ S State }{Consolidated})
 	if err != nil || string(b) != `{"S":"consolidated"}` {

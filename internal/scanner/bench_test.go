@@ -80,7 +80,7 @@ func benchScan(b *testing.B, dirs, files int, warm bool) {
 		rs := s.Scan(time.Now(), nil, nil)
 		n := 0
 		for _, r := range rs {
-			n += len(r.Entries)
+			n += len(r.Segments)
 		}
 		if n != dirs*files {
 			b.Fatalf("scanned %d segments", n)

@@ -43,32 +43,29 @@ type Options struct {
 	StatWorkers int
 }
 
-// Entry is one segment found by a scan.
-type Entry struct {
-	Name string
-	Stat fsx.Stat
-	// Writing: some process holds it open for writing (or we could not tell:
-	// fail closed), as far as known. A scan only applies answers it already
-	// has; CheckWriters asks (a lease per file) for the segments a decision
-	// would touch.
-	Writing bool
-}
-
-// ID is the segment's identity.
-func (e Entry) ID() model.SegmentID {
-	return model.SegmentID{Dev: e.Stat.Dev, Ino: e.Stat.Ino, Gen: e.Stat.Btime}
+// segmentOf is what a scan keeps of a segment's stat: the rest (kind, links,
+// mount, flags) only decides whether it is a segment at all.
+func segmentOf(name string, st fsx.Stat) model.Segment {
+	return model.Segment{Name: name, ID: model.SegmentID{Dev: st.Dev, Ino: st.Ino, Gen: st.Btime},
+		Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs,
+		Access: model.Access{UID: st.UID, GID: st.GID, Mode: st.Mode}, Sparse: fsx.Sparse(st.Size, st.Blocks)}
 }
 
 // Result is the scan of one stream.
 type Result struct {
-	Stream  config.Stream
-	At      time.Time
-	Entries []Entry  // in stream order, oldest first
-	Foreign []string // names matching the pattern that are not single-link regular files on the dir's device
-	FS      model.FSInfo
-	Err     error // the directory could not be opened or listed; Entries is empty
+	Stream config.Stream
+	At     time.Time
+	// Segments in stream order, oldest first, as the scan saw them. Writing is
+	// set from the answers the scanner has: a scan asks none; CheckWriters asks
+	// (a lease per file) for the segments a decision would touch. The list is
+	// the scanner's: a reused result shares it, and the daemon's snapshot
+	// classifies it in place (a large host holds each segment once).
+	Segments []model.Segment
+	Foreign  []string // names matching the pattern that are not single-link regular files on the dir's device
+	FS       model.FSInfo
+	Err      error // the directory could not be opened or listed; Segments is empty
 	// Reused: the directory was not re-read (the caller vouched it unchanged);
-	// Entries are the previous scan's, as of At.
+	// Segments are the previous scan's, as of At.
 	Reused bool
 }
 
@@ -80,6 +77,11 @@ type leaseKey = fsx.FileID
 type leaseAnswer struct {
 	size, mtime, ctime, until int64
 	writing                   bool
+}
+
+// holds says whether the answer is still good for seg at at (ns since the epoch).
+func (a leaseAnswer) holds(seg *model.Segment, at int64) bool {
+	return at < a.until && a.size == seg.Size && a.mtime == seg.MtimeNs && a.ctime == seg.CtimeNs
 }
 
 // Scanner scans a fixed set of streams. It is safe for use by one goroutine at a time.
@@ -245,7 +247,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		}
 		if prev, ok := s.last[st.Name]; ok && unchanged[path] {
 			if d := s.dirs[path]; d != nil {
-				res := Result{Stream: st, At: now, Entries: prev.Entries, Foreign: prev.Foreign, FS: prev.FS, Reused: true}
+				res := Result{Stream: st, At: now, Segments: prev.Segments, Foreign: prev.Foreign, FS: prev.FS, Reused: true}
 				if fi, ok := fs.of(d); ok {
 					res.FS = fi
 				}
@@ -362,10 +364,10 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 			res.Err = fmt.Errorf("%s: %w (%d listings)", d.Path(), ErrUnsettled, maxTries)
 			break
 		}
-		res.Entries, res.Foreign = nil, nil
+		res.Segments, res.Foreign = nil, nil
 	}
 	if res.Err != nil {
-		res.Entries, res.Foreign = nil, nil
+		res.Segments, res.Foreign = nil, nil
 	}
 }
 
@@ -484,13 +486,13 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 		}
 	}
 	// In name order the names are sorted before the stats: 16-byte strings move
-	// where 112-byte entries did (at 100,000 segments a fifth of a full re-read).
+	// where 120-byte segments did (at 100,000 segments a fifth of a full re-read).
 	byName := res.Stream.Order != "mtime"
 	if byName {
 		slices.SortFunc(matched, model.NaturalCompare)
 	}
-	// Stat straight into the entries, then keep the good ones in place.
-	all := make([]Entry, len(matched))
+	// Stat straight into the segments, then keep the good ones in place.
+	all := make([]model.Segment, len(matched))
 	for i, n := range matched {
 		all[i].Name = n
 	}
@@ -498,49 +500,52 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	if s.listed != nil {
 		s.listed(d.Path())
 	}
-	s.statAll(d, all, failed)
+	foreign := s.statAll(d, all, failed)
 
-	res.Entries = all[:0]
+	res.Segments = all[:0]
 	var skipped []skip
-	for i, n := range matched {
+	for i, seg := range all {
 		if failed[i] {
 			continue // vanished between listing and stat: it is simply gone
 		}
-		st := all[i].Stat
-		var why string
-		switch {
-		case st.Kind != fsx.Regular:
-			why = st.Kind.String()
-		case st.Nlink != 1:
-			why = "hard link"
-		case !d.OnSameMount(st):
-			why = "another mount"
-		case st.Sealed:
-			why = "immutable or append-only (chattr): it could be merged or archived but never removed"
-		}
-		if why != "" {
-			res.Foreign = append(res.Foreign, n)
+		if why, ok := foreign[i]; ok {
+			res.Foreign = append(res.Foreign, seg.Name)
 			// Warnings are remembered per file (identity), not per name: a writer
 			// that renames a hard link at each rotation (rotatelogs -L) is said once.
-			skipped = append(skipped, skip{warnKey{res.Stream.Name, st.Dev, st.Ino}, n, why})
+			skipped = append(skipped, skip{warnKey{res.Stream.Name, seg.ID.Dev, seg.ID.Ino}, seg.Name, why})
 			continue
 		}
-		res.Entries = append(res.Entries, Entry{Name: n, Stat: st})
+		res.Segments = append(res.Segments, seg)
 	}
 	s.warn(res.Stream.Name, d.Path(), skipped)
-	res.Entries = dedupe(res.Entries)
+	res.Segments = dedupe(res.Segments)
 	if !byName {
-		Sort(res.Entries, res.Stream.Order)
+		Sort(res.Segments, res.Stream.Order)
 	}
 	s.knownWriters(res)
 	return fp
+}
+
+// foreignWhy says why a file named like a segment is not one ("" when it is).
+func foreignWhy(d *fsx.Dir, st fsx.Stat) string {
+	switch {
+	case st.Kind != fsx.Regular:
+		return st.Kind.String()
+	case st.Nlink != 1:
+		return "hard link"
+	case !d.OnSameMount(st):
+		return "another mount"
+	case st.Sealed:
+		return "immutable or append-only (chattr): it could be merged or archived but never removed"
+	}
+	return ""
 }
 
 // dedupe keeps one entry per file: a writer that renames while the directory
 // is listed and stat'ed (logrotate's numbered scheme: .3 -> .4 between the
 // listing and the stats) shows one file under two names. Which name is current
 // cannot be told; jobs find files by identity, so the first is kept.
-func dedupe(es []Entry) []Entry {
+func dedupe(es []model.Segment) []model.Segment {
 	if len(es) < 2 {
 		return es
 	}
@@ -548,7 +553,7 @@ func dedupe(es []Entry) []Entry {
 	// inode numbers (8 bytes a segment, once) rather than a map (~40).
 	inos := make([]uint64, len(es))
 	for i := range es {
-		inos[i] = es[i].Stat.Ino
+		inos[i] = es[i].ID.Ino
 	}
 	slices.Sort(inos)
 	dup := false
@@ -565,7 +570,7 @@ func dedupe(es []Entry) []Entry {
 			if seen == nil {
 				seen = make(map[fsx.FileID]bool, len(es))
 			}
-			id := fsx.FileID{Dev: e.Stat.Dev, Ino: e.Stat.Ino}
+			id := fsx.FileID{Dev: e.ID.Dev, Ino: e.ID.Ino}
 			if seen[id] {
 				continue
 			}
@@ -576,20 +581,33 @@ func dedupe(es []Entry) []Entry {
 	return out
 }
 
-// statAll fills in the entries' stats (failed[i] when entry i could not be
-// stat'ed) with a bounded pool of workers (a huge directory is split).
-func (s *Scanner) statAll(d *fsx.Dir, es []Entry, failed []bool) {
+// statAll fills in the segments from their stats (failed[i] when segment i
+// could not be stat'ed) with a bounded pool of workers (a huge directory is
+// split). It returns why, by index, the files that are not segments are not.
+func (s *Scanner) statAll(d *fsx.Dir, es []model.Segment, failed []bool) map[int]string {
 	const chunk = 1024
+	var mu sync.Mutex
+	var foreign map[int]string // rare: one lock per foreign file
 	stat := func(i int) {
-		var err error
-		es[i].Stat, err = d.Stat(es[i].Name)
-		failed[i] = err != nil
+		st, err := d.Stat(es[i].Name)
+		if failed[i] = err != nil; err != nil {
+			return
+		}
+		es[i] = segmentOf(es[i].Name, st)
+		if why := foreignWhy(d, st); why != "" {
+			mu.Lock()
+			if foreign == nil {
+				foreign = map[int]string{}
+			}
+			foreign[i] = why
+			mu.Unlock()
+		}
 	}
 	if len(es) <= chunk {
 		for i := range es {
 			stat(i)
 		}
-		return
+		return foreign
 	}
 	var g errgroup.Group
 	g.SetLimit(s.opts.StatWorkers)
@@ -603,23 +621,24 @@ func (s *Scanner) statAll(d *fsx.Dir, es []Entry, failed []bool) {
 		})
 	}
 	_ = g.Wait()
+	return foreign
 }
 
 // Sort puts entries in stream order: natural name order, or mtime (then name).
 // Names in a directory are unique, so the order is total and an unstable sort
 // gives the same result as a stable one, with O(n log n) moves instead of
 // O(n log² n) (it matters at 100,000 entries).
-func Sort(es []Entry, order string) {
+func Sort(es []model.Segment, order string) {
 	if order == "mtime" {
-		slices.SortFunc(es, func(a, b Entry) int {
-			if c := cmp.Compare(a.Stat.MtimeNs, b.Stat.MtimeNs); c != 0 {
+		slices.SortFunc(es, func(a, b model.Segment) int {
+			if c := cmp.Compare(a.MtimeNs, b.MtimeNs); c != 0 {
 				return c
 			}
 			return model.NaturalCompare(a.Name, b.Name)
 		})
 		return
 	}
-	slices.SortFunc(es, func(a, b Entry) int { return model.NaturalCompare(a.Name, b.Name) })
+	slices.SortFunc(es, func(a, b model.Segment) int { return model.NaturalCompare(a.Name, b.Name) })
 }
 
 // knownWriters applies the open-for-writing answers the scanner has (still
@@ -628,20 +647,19 @@ func Sort(es []Entry, order string) {
 // (2.2 of 4 s), and almost none of them is ever a decision's input.
 func (s *Scanner) knownWriters(res *Result) {
 	at := res.At.UnixNano()
-	for i := range res.Entries {
-		e := &res.Entries[i]
+	for i := range res.Segments {
+		e := &res.Segments[i]
 		e.Writing = false
 		if len(s.leases) == 0 {
 			continue
 		}
-		if a, ok := s.leases[leaseKey{Dev: e.Stat.Dev, Ino: e.Stat.Ino}]; ok && at < a.until && a.size == e.Stat.Size &&
-			a.mtime == e.Stat.MtimeNs && a.ctime == e.Stat.CtimeNs {
+		if a, ok := s.leases[leaseKey{Dev: e.ID.Dev, Ino: e.ID.Ino}]; ok && a.holds(e, at) {
 			e.Writing = a.writing
 		}
 	}
 }
 
-// CheckWriters asks whether the entries of res that want selects are held open
+// CheckWriters asks whether the segments of res that want selects are held open
 // for writing, and marks them (the newest segment and segments modified within
 // quiesce are active anyway and not asked). It returns whether it found one
 // that was not marked. Answers for unchanged files are kept for LeaseRecheck.
@@ -657,17 +675,16 @@ func (s *Scanner) CheckWriters(res Result, want func(model.SegmentID) bool) bool
 	quiesce := res.Stream.Compaction.Quiesce
 	at := res.At.UnixNano()
 	found := false
-	for i := range res.Entries {
-		e := &res.Entries[i]
-		if i == len(res.Entries)-1 || res.At.Sub(e.Stat.Mtime()) < quiesce || e.Writing || !want(e.ID()) {
+	for i := range res.Segments {
+		e := &res.Segments[i]
+		if i == len(res.Segments)-1 || res.At.Sub(e.Mtime()) < quiesce || e.Writing || !want(e.ID) {
 			continue
 		}
-		key := leaseKey{Dev: e.Stat.Dev, Ino: e.Stat.Ino}
-		if a, ok := s.leases[key]; ok && at < a.until && a.size == e.Stat.Size &&
-			a.mtime == e.Stat.MtimeNs && a.ctime == e.Stat.CtimeNs {
+		key := leaseKey{Dev: e.ID.Dev, Ino: e.ID.Ino}
+		if a, ok := s.leases[key]; ok && a.holds(e, at) {
 			continue // known not to be written (knownWriters marked the others)
 		}
-		writing, err := d.HeldForWrite(e.Name, e.Stat)
+		writing, err := d.HeldForWrite(e.Name, fsx.Stat{Dev: e.ID.Dev, Ino: e.ID.Ino})
 		if errors.Is(err, fsx.ErrLeaseUnsupported) {
 			if !procTried {
 				procTried = true
@@ -682,8 +699,8 @@ func (s *Scanner) CheckWriters(res Result, want func(model.SegmentID) bool) bool
 		}
 		e.Writing = writing
 		found = found || writing
-		jitter := time.Duration(e.Stat.Ino%16) * s.opts.LeaseRecheck / 16
-		s.leases[key] = leaseAnswer{size: e.Stat.Size, mtime: e.Stat.MtimeNs, ctime: e.Stat.CtimeNs,
+		jitter := time.Duration(e.ID.Ino%16) * s.opts.LeaseRecheck / 16
+		s.leases[key] = leaseAnswer{size: e.Size, mtime: e.MtimeNs, ctime: e.CtimeNs,
 			writing: writing, until: at + int64(s.opts.LeaseRecheck+jitter)}
 	}
 	return found

@@ -44,7 +44,7 @@ func write(t *testing.T, path, data string, age time.Duration) {
 
 func names(r Result) []string {
 	var out []string
-	for _, e := range r.Entries {
+	for _, e := range r.Segments {
 		out = append(out, e.Name)
 	}
 	return out
@@ -113,12 +113,12 @@ func TestIdentitySurvivesRenameAndOrderIsNatural(t *testing.T) {
 	if got := strings.Join(names(r), " "); got != "a-9.log a-10.log a-100.log" {
 		t.Fatalf("order %q", got)
 	}
-	id := r.Entries[0].ID()
+	id := r.Segments[0].ID
 	must(t, os.Rename(filepath.Join(dir, "a-9.log"), filepath.Join(dir, "a-99.log")))
 	r = scanOne(t, s)
-	for _, e := range r.Entries {
-		if e.Name == "a-99.log" && e.ID() != id {
-			t.Fatalf("renamed segment changed identity: %+v vs %+v", e.ID(), id)
+	for _, e := range r.Segments {
+		if e.Name == "a-99.log" && e.ID != id {
+			t.Fatalf("renamed segment changed identity: %+v vs %+v", e.ID, id)
 		}
 	}
 }
@@ -148,24 +148,24 @@ func TestWriterProcessIsDetected(t *testing.T) {
 	s := New([]config.Stream{stream(dir, "w-*.log", "name")}, Options{})
 	defer s.Close()
 	r := scanOne(t, s)
-	if r.Entries[0].Writing || len(s.leases) != 0 {
-		t.Fatalf("a scan asked: writing %v, %d answers", r.Entries[0].Writing, len(s.leases))
+	if r.Segments[0].Writing || len(s.leases) != 0 {
+		t.Fatalf("a scan asked: writing %v, %d answers", r.Segments[0].Writing, len(s.leases))
 	}
-	second := r.Entries[1].ID()
+	second := r.Segments[1].ID
 	if s.CheckWriters(r, func(id model.SegmentID) bool { return id == second }) || len(s.leases) != 1 {
 		t.Fatalf("asked of w-2.log only: found a writer, or %d answers", len(s.leases))
 	}
 	if !s.CheckWriters(r, func(model.SegmentID) bool { return true }) {
 		t.Fatal("the writer of w-1.log was not found")
 	}
-	if !r.Entries[0].Writing || r.Entries[1].Writing || r.Entries[2].Writing {
-		t.Fatalf("writing flags: %v %v %v", r.Entries[0].Writing, r.Entries[1].Writing, r.Entries[2].Writing)
+	if !r.Segments[0].Writing || r.Segments[1].Writing || r.Segments[2].Writing {
+		t.Fatalf("writing flags: %v %v %v", r.Segments[0].Writing, r.Segments[1].Writing, r.Segments[2].Writing)
 	}
 	if len(s.leases) != 2 { // the newest segment is active anyway: not asked
 		t.Fatalf("%d answers cached, want 2", len(s.leases))
 	}
-	if r := scanOne(t, s); !r.Entries[0].Writing || r.Entries[1].Writing {
-		t.Fatalf("the next scan dropped the answers: %v %v", r.Entries[0].Writing, r.Entries[1].Writing)
+	if r := scanOne(t, s); !r.Segments[0].Writing || r.Segments[1].Writing {
+		t.Fatalf("the next scan dropped the answers: %v %v", r.Segments[0].Writing, r.Segments[1].Writing)
 	}
 }
 
@@ -178,7 +178,7 @@ func TestMissingDirIsReportedThenPickedUp(t *testing.T) {
 	}
 	must(t, os.Mkdir(dir, 0o755))
 	write(t, filepath.Join(dir, "x.log"), "x", 0)
-	if r := scanOne(t, s); len(r.Entries) != 1 {
+	if r := scanOne(t, s); len(r.Segments) != 1 {
 		t.Fatalf("entries %v", names(r))
 	}
 	// Deleted and recreated: the scanner follows the new directory.
@@ -186,7 +186,7 @@ func TestMissingDirIsReportedThenPickedUp(t *testing.T) {
 	must(t, os.Mkdir(dir, 0o755))
 	write(t, filepath.Join(dir, "y.log"), "y", 0)
 	write(t, filepath.Join(dir, "z.log"), "z", 0)
-	if r := scanOne(t, s); len(r.Entries) != 2 {
+	if r := scanOne(t, s); len(r.Segments) != 2 {
 		t.Fatalf("after recreate: %v", names(r))
 	}
 }
@@ -306,8 +306,8 @@ func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
 	testutil.HoldOpenForWrite(t, held)
 	now := time.Now()
 	first := s.Scan(now, nil, nil)[0]
-	if first.Reused || first.Entries[1].Writing {
-		t.Fatalf("first scan: reused %v, writing %v", first.Reused, first.Entries[1].Writing)
+	if first.Reused || first.Segments[1].Writing {
+		t.Fatalf("first scan: reused %v, writing %v", first.Reused, first.Segments[1].Writing)
 	}
 	// Behind the scanner's back: a new segment appears, one grows.
 	write(t, filepath.Join(dir, "a-4.log"), "four\n", 0)
@@ -315,10 +315,10 @@ func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
 	clean := map[string]bool{filepath.Clean(dir): true}
 	later := now.Add(2 * time.Minute)
 	r := s.Scan(later, nil, clean)[0]
-	if !r.Reused || !r.At.Equal(later) || len(r.Entries) != 3 || r.Entries[0].Stat.Size != 4 {
-		t.Fatalf("reused %v at %v, %d entries, first size %d", r.Reused, r.At, len(r.Entries), r.Entries[0].Stat.Size)
+	if !r.Reused || !r.At.Equal(later) || len(r.Segments) != 3 || r.Segments[0].Size != 4 {
+		t.Fatalf("reused %v at %v, %d entries, first size %d", r.Reused, r.At, len(r.Segments), r.Segments[0].Size)
 	}
-	if !s.CheckWriters(r, func(model.SegmentID) bool { return true }) || !r.Entries[1].Writing {
+	if !s.CheckWriters(r, func(model.SegmentID) bool { return true }) || !r.Segments[1].Writing {
 		t.Fatal("a segment past quiesce held open by a writer was not found on reuse")
 	}
 	if r.FS.Total == 0 {
@@ -326,8 +326,8 @@ func TestUnchangedDirIsReusedButWritersAreRechecked(t *testing.T) {
 	}
 	// Not vouched for: read again, and the changes are seen.
 	r = s.Scan(later, nil, nil)[0]
-	if r.Reused || len(r.Entries) != 4 || r.Entries[0].Stat.Size != 9 {
-		t.Fatalf("full scan: reused %v, %d entries, first size %d", r.Reused, len(r.Entries), r.Entries[0].Stat.Size)
+	if r.Reused || len(r.Segments) != 4 || r.Segments[0].Size != 9 {
+		t.Fatalf("full scan: reused %v, %d entries, first size %d", r.Reused, len(r.Segments), r.Segments[0].Size)
 	}
 	// A stream never scanned successfully cannot be reused.
 	gone := stream(filepath.Join(dir, "missing"), "*.log", "name")
@@ -427,11 +427,11 @@ func TestAHardLinkRenamedAtEachRotationIsLoggedOnce(t *testing.T) {
 }
 
 func TestDedupeKeepsOneEntryPerFile(t *testing.T) {
-	es := []Entry{
-		{Name: "app.log.3", Stat: fsx.Stat{Dev: 1, Ino: 10}},
-		{Name: "app.log.4", Stat: fsx.Stat{Dev: 1, Ino: 10}}, // the same file, renamed mid-scan
-		{Name: "app.log.5", Stat: fsx.Stat{Dev: 1, Ino: 11}},
-		{Name: "other", Stat: fsx.Stat{Dev: 2, Ino: 10}}, // same inode, other device
+	es := []model.Segment{
+		{Name: "app.log.3", ID: model.SegmentID{Dev: 1, Ino: 10}},
+		{Name: "app.log.4", ID: model.SegmentID{Dev: 1, Ino: 10}}, // the same file, renamed mid-scan
+		{Name: "app.log.5", ID: model.SegmentID{Dev: 1, Ino: 11}},
+		{Name: "other", ID: model.SegmentID{Dev: 2, Ino: 10}}, // same inode, other device
 	}
 	got := dedupe(es)
 	var names []string
@@ -497,11 +497,11 @@ func TestARotationDuringTheScanMissesNoSegment(t *testing.T) {
 	r := scanOne(t, s)
 	want := inodes(t, dir)
 	got := map[uint64]string{}
-	for _, e := range r.Entries {
-		got[e.Stat.Ino] = e.Name
+	for _, e := range r.Segments {
+		got[e.ID.Ino] = e.Name
 	}
-	if len(got) != len(want) || len(r.Entries) != 5 {
-		t.Fatalf("after a rotation during the scan: got %v (%d entries), the directory holds %v", got, len(r.Entries), want)
+	if len(got) != len(want) || len(r.Segments) != 5 {
+		t.Fatalf("after a rotation during the scan: got %v (%d entries), the directory holds %v", got, len(r.Segments), want)
 	}
 	for ino, name := range want {
 		if got[ino] != name {
@@ -527,7 +527,7 @@ func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
 		highest++
 	}
 	rs := s.Scan(time.Now(), nil, nil)
-	if len(rs) != 1 || !errors.Is(rs[0].Err, ErrUnsettled) || len(rs[0].Entries) != 0 {
+	if len(rs) != 1 || !errors.Is(rs[0].Err, ErrUnsettled) || len(rs[0].Segments) != 0 {
 		t.Fatalf("got %+v, want ErrUnsettled and no entries", rs)
 	}
 	if highest-1 != maxTries {
@@ -538,8 +538,8 @@ func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
 	}
 	// Once the writer is quiet, the next pass scans it.
 	s.listed = nil
-	if r := scanOne(t, s); len(r.Entries) != highest+1 {
-		t.Fatalf("%d entries after the writer settled, want %d", len(r.Entries), highest+1)
+	if r := scanOne(t, s); len(r.Segments) != highest+1 {
+		t.Fatalf("%d entries after the writer settled, want %d", len(r.Segments), highest+1)
 	}
 }
 
@@ -612,8 +612,8 @@ func TestDirectoriesAreScannedInParallel(t *testing.T) {
 		t.Fatal("the directories were scanned one after the other")
 	}
 	for i, r := range rs {
-		if r.Err != nil || r.Stream.Name != streams[i].Name || len(r.Entries) != 3+i {
-			t.Fatalf("result %d: stream %s, err %v, %d entries", i, r.Stream.Name, r.Err, len(r.Entries))
+		if r.Err != nil || r.Stream.Name != streams[i].Name || len(r.Segments) != 3+i {
+			t.Fatalf("result %d: stream %s, err %v, %d entries", i, r.Stream.Name, r.Err, len(r.Segments))
 		}
 	}
 }
