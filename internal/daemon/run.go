@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -417,6 +418,15 @@ func fullScanEvery(c *config.Config) time.Duration {
 	return min(10*c.ScanInterval, max(c.ScanInterval, 10*time.Minute))
 }
 
+// releaseMemory gives the heap a cycle grew back to the kernel: a re-read of
+// every directory (the first pass, then every fullScanEvery) or a history
+// save makes about as much garbage as the daemon keeps (~25 MB at 100,000
+// segments), and the runtime keeps such pages resident up to its heap goal
+// for a daemon that then sits idle. A forced collection and scavenge cost
+// ~10-20 ms of CPU at 100,000 segments, at most twice per fullScanEvery.
+// A variable: tests count the calls.
+var releaseMemory = debug.FreeOSMemory
+
 // Run makes passes every scan_interval and whenever fsnotify reports a change,
 // until ctx ends; then it saves the history and returns nil. On a value from
 // reload it calls load for a new config: an invalid one is logged and the old one
@@ -458,13 +468,18 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		d.act()
 		d.opts.Notify(d.status(r))
 		d.writeTextfile(false)
+		saved := false
 		if d.opts.Now().Sub(d.saved) >= saveEvery(d.cfg) {
 			if err := d.SaveHistory(); err != nil {
 				d.log.Error("cannot save growth history", zap.Error(err))
 			}
+			saved = true
 		}
 		if w != nil {
 			w.Ensure(d.scanner.Dirs())
+		}
+		if only == nil && unchanged == nil || saved {
+			releaseMemory()
 		}
 	}
 	if w != nil {
