@@ -331,7 +331,8 @@ func FuzzUnmarshalSealedHistory(f *testing.F) {
 }
 
 // Touch stands for an observation of unchanged sizes: a segment that stopped
-// growing decays exactly as it would if it had been re-observed.
+// growing decays exactly as it would if it had been re-observed, also when
+// its window came from a saved history (a restart between two touches).
 func TestTouchDecaysLikeAnUnchangedObservation(t *testing.T) {
 	o := Options{Window: time.Hour, MaxSamples: 16}
 	id := model.SegmentID{Dev: 1, Ino: 1}
@@ -340,14 +341,16 @@ func TestTouchDecaysLikeAnUnchangedObservation(t *testing.T) {
 		tr.Observe("s", at(0), []Obs{{id, 0}})
 		tr.Observe("s", at(60), []Obs{{id, 60000}})
 	}
+	reloaded := restarted(t, o, touched)
 	for i := 2; i <= 30; i++ {
 		observed.Observe("s", at(float64(60*i)), []Obs{{id, 60000}})
 		touched.Touch("s", at(float64(60*i)))
-		if a, b := observed.SegmentRate("s", id), touched.SegmentRate("s", id); a != b {
-			t.Fatalf("after %d min: observed %v, touched %v", i, a, b)
+		reloaded.Touch("s", at(float64(60*i)))
+		if a, b, c := observed.SegmentRate("s", id), touched.SegmentRate("s", id), reloaded.SegmentRate("s", id); a != b || a != c {
+			t.Fatalf("after %d min: observed %v, touched %v, touched after a restart %v", i, a, b, c)
 		}
-		if a, b := observed.StreamRate("s"), touched.StreamRate("s"); a != b {
-			t.Fatalf("stream after %d min: observed %v, touched %v", i, a, b)
+		if a, b, c := observed.StreamRate("s"), touched.StreamRate("s"), reloaded.StreamRate("s"); a != b || a != c {
+			t.Fatalf("stream after %d min: observed %v, touched %v, touched after a restart %v", i, a, b, c)
 		}
 	}
 	if r := touched.SegmentRate("s", id); r >= 1000*0.1 {

@@ -146,6 +146,7 @@ func (t *Tracker) Unmarshal(data []byte) error {
 		seg := segState{size: s.Size}
 		if w := fromWire(s.Samples, t.opts.MaxSamples); !w.flat() {
 			seg.win = &w
+			st.windows++
 		}
 		st.segs[s.ID] = seg
 	}

@@ -27,6 +27,11 @@ type streamState struct {
 	gen      uint64
 	win      Window
 	segs     map[model.SegmentID]segState // by value: no allocation per segment
+	// windows is at least the number of segments with a window: Touch walks
+	// the segments only when one may have one (an idle stream of 100,000
+	// segments has none, and walking its map was most of a quiet tick's
+	// growth work).
+	windows int
 }
 
 // Tracker keeps a window per segment whose size changed within the window (the
@@ -71,7 +76,7 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shri
 		t.streams[stream] = st
 	}
 	st.gen++
-	distinct := 0
+	distinct, windows := 0, 0
 	// The stream's previous observation (or touch): when a segment with no window
 	// grows, it was last known at its old size then.
 	prevAt, hasPrev := st.win.last()
@@ -107,6 +112,9 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shri
 		if s.win != nil && s.win.flat() {
 			s.win = nil
 		}
+		if s.win != nil {
+			windows++ // a segment listed twice is counted twice: at least, as windows says
+		}
 		s.size = o.Size
 		s.seen = st.gen
 		st.segs[o.ID] = s
@@ -118,6 +126,7 @@ func (t *Tracker) Observe(stream string, at time.Time, obs []Obs) (shrunk []Shri
 			}
 		}
 	}
+	st.windows = windows
 	st.win.Add(at, st.appended, t.opts)
 	return shrunk
 }
@@ -130,15 +139,21 @@ func (t *Tracker) Touch(stream string, at time.Time) {
 	if !ok {
 		return
 	}
-	for id, s := range st.segs {
-		if s.win == nil {
-			continue // unchanged within the window: rate 0 before and after
+	if st.windows > 0 {
+		windows := 0
+		for id, s := range st.segs {
+			if s.win == nil {
+				continue // unchanged within the window: rate 0 before and after
+			}
+			s.win.Add(at, s.size, t.opts)
+			if s.win.flat() {
+				s.win = nil
+				st.segs[id] = s
+				continue
+			}
+			windows++
 		}
-		s.win.Add(at, s.size, t.opts)
-		if s.win.flat() {
-			s.win = nil
-			st.segs[id] = s
-		}
+		st.windows = windows
 	}
 	st.win.Add(at, st.appended, t.opts)
 }
