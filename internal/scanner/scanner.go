@@ -67,6 +67,7 @@ type Result struct {
 	// Reused: the directory was not re-read (the caller vouched it unchanged);
 	// Segments are the previous scan's, as of At.
 	Reused bool
+	marked bool // some segment is marked writing (see Scanner.marked)
 }
 
 type leaseKey = fsx.FileID
@@ -91,9 +92,15 @@ type Scanner struct {
 	streams []config.Stream
 	dirs    map[string]*fsx.Dir // by cleaned path; nil value until it opens
 	leases  map[leaseKey]leaseAnswer
-	mu      sync.Mutex         // guards warned while directories are scanned in parallel
-	warned  map[warnKey]string // what was logged per file (the reason), so each file is logged once whatever its name
-	last    map[string]Result  // latest good scan per stream name, for reuse
+	// marked: a kept list may hold a segment marked writing. An answer
+	// expires before it is pruned, but a list no scan looked at in between
+	// (a long scan_interval, rescans of other dirs) keeps its mark: only a
+	// scan of every stream that left none clears this. While it is clear, a
+	// quiet tick does not walk the lists (100,000 segments) for marks.
+	marked bool
+	mu     sync.Mutex         // guards warned while directories are scanned in parallel
+	warned map[warnKey]string // what was logged per file (the reason), so each file is logged once whatever its name
+	last   map[string]Result  // latest good scan per stream name, for reuse
 	// listed, when set (tests), runs between a listing and its stats: the
 	// window in which a writer's renames make a scan miss a file.
 	listed func(dir string)
@@ -316,6 +323,13 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 				s.last[out[i].Stream.Name] = out[i]
 			}
 		}
+	}
+	if only == nil {
+		marked := false
+		for _, r := range out {
+			marked = marked || r.marked
+		}
+		s.marked = marked
 	}
 	s.pruneLeases(now)
 	return out
@@ -646,6 +660,10 @@ func Sort(es []model.Segment, order string) {
 // at 100,000 closed segments a lease each was most of a fresh process's scan
 // (2.2 of 4 s), and almost none of them is ever a decision's input.
 func (s *Scanner) knownWriters(res *Result) {
+	res.marked = false
+	if !s.marked && len(s.leases) == 0 {
+		return // no answer to apply, and no mark to clear
+	}
 	at := res.At.UnixNano()
 	for i := range res.Segments {
 		e := &res.Segments[i]
@@ -655,6 +673,7 @@ func (s *Scanner) knownWriters(res *Result) {
 		}
 		if a, ok := s.leases[leaseKey{Dev: e.ID.Dev, Ino: e.ID.Ino}]; ok && a.holds(e, at) {
 			e.Writing = a.writing
+			res.marked = res.marked || a.writing
 		}
 	}
 }
@@ -699,6 +718,7 @@ func (s *Scanner) CheckWriters(res Result, want func(model.SegmentID) bool) bool
 		}
 		e.Writing = writing
 		found = found || writing
+		s.marked = s.marked || writing
 		jitter := time.Duration(e.ID.Ino%16) * s.opts.LeaseRecheck / 16
 		s.leases[key] = leaseAnswer{size: e.Size, mtime: e.MtimeNs, ctime: e.CtimeNs,
 			writing: writing, until: at + int64(s.opts.LeaseRecheck+jitter)}

@@ -169,6 +169,46 @@ func TestWriterProcessIsDetected(t *testing.T) {
 	}
 }
 
+// A quiet tick does not walk the kept lists for open-for-writing marks when
+// there is none (no answer, nothing marked); a mark still goes when its
+// answer expired, even once the answer was pruned while its list was not
+// looked at (rescans of another directory only).
+func TestAWritingMarkOutlivesNoAnswer(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	held := filepath.Join(dir, "w-1.log")
+	write(t, held, "x\n", time.Hour)
+	write(t, filepath.Join(dir, "w-2.log"), "y\n", time.Hour)
+	write(t, filepath.Join(other, "o-1.log"), "z\n", time.Hour)
+	testutil.HoldOpenForWrite(t, held)
+	o := stream(other, "o-*.log", "name")
+	o.Name = "other"
+	s := New([]config.Stream{stream(dir, "w-*.log", "name"), o}, Options{LeaseRecheck: time.Minute})
+	defer s.Close()
+	quiet := map[string]bool{filepath.Clean(dir): true, filepath.Clean(other): true}
+	now := time.Now()
+	r := s.Scan(now, nil, nil)[0]
+	if s.marked || !s.CheckWriters(r, func(model.SegmentID) bool { return true }) || !s.marked {
+		t.Fatal("the writer was not found, or not marked")
+	}
+	// Much later, only the other directory is rescanned: the answer expires
+	// and is pruned there, while w-1.log's list keeps its mark.
+	later := now.Add(time.Hour)
+	s.Scan(later, map[string]bool{filepath.Clean(other): true}, nil)
+	if len(s.leases) != 0 || !s.last[r.Stream.Name].Segments[0].Writing {
+		t.Fatalf("%d answers left; the list's mark: %v", len(s.leases), s.last[r.Stream.Name].Segments[0].Writing)
+	}
+	r = s.Scan(later, nil, quiet)[0]
+	if !r.Reused || r.Segments[0].Writing || s.marked {
+		t.Fatalf("a quiet tick after the answer went: reused %v, still marked %v (scanner %v)", r.Reused, r.Segments[0].Writing, s.marked)
+	}
+	// Nothing marked, no answer: the lists are not walked (a mark planted
+	// behind the scanner's back stays, which shows it).
+	r.Segments[1].Writing = true
+	if r = s.Scan(later, nil, quiet)[0]; !r.Segments[1].Writing {
+		t.Fatal("a quiet tick with no answer and no mark walked the list")
+	}
+}
+
 func TestMissingDirIsReportedThenPickedUp(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "later")
 	s := New([]config.Stream{stream(dir, "*.log", "name")}, Options{})
