@@ -560,7 +560,7 @@ func (d *Daemon) markJournaled(s *model.Stream) {
 func (d *Daemon) plan(now time.Time) *Report {
 	load := d.probe.Load()
 	streams := d.snapshot(now)
-	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load}
+	rep := &Report{Time: now.UTC().Format(time.RFC3339), Load: load, Streams: make([]StreamReport, 0, len(streams))}
 	d.planned = d.planned[:0]
 	d.archives = d.archives[:0]
 	defer func() {
