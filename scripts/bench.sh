@@ -10,6 +10,10 @@
 #   BENCH_IDLE_SECONDS=330 BENCH_SOAK=10m BENCH_DISK_DIR=/var/tmp make bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Where `go install` (and .ci/run) put versitygw. Without it the S3 rows would
+# be skipped and BENCHMARKS.md not regenerated: said before the 40 minutes.
+export PATH="$PATH:$(go env GOPATH)/bin:/usr/sbin:/sbin"
+command -v versitygw >/dev/null || { echo "make bench: versitygw is not on PATH (GOBIN=\"\$(go env GOPATH)/bin\" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, as .ci/run does)" >&2; exit 1; }
 mkdir -p bench
 disk=${BENCH_DISK_DIR:-/var/tmp}
 fs() { df -T "$1" | awk 'NR == 2 { print $2 }'; }
