@@ -49,10 +49,11 @@ func (c *passCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 func (c *passCore) Sync() error { return nil }
 
 // runIdle runs a daemon over one stream of three idle segments (scan_interval
-// 20ms: a full re-read every 200ms, a history save every second) until the
-// test ends; next returns the next entry of what it did: a pass, or (with
-// release set) the memory given back after the pass before it.
-func runIdle(t *testing.T) (logs string, next func() passLog) {
+// 20ms: a full re-read every 200ms, a history save every second; with
+// failSave, every save fails) until the test ends; next returns the next
+// entry of what it did: a pass, or (with release set) the memory given back
+// after the pass before it.
+func runIdle(t *testing.T, failSave bool) (logs string, next func() passLog) {
 	t.Helper()
 	dir := t.TempDir()
 	logs = filepath.Join(dir, "logs")
@@ -89,13 +90,18 @@ streams:
 	t.Cleanup(func() { releaseMemory = release })
 	log := zap.New(&passCore{LevelEnabler: zapcore.DebugLevel, ch: passes})
 	d := openDaemon(t, cfg, Options{Logger: log})
+	if failSave { // a directory where the history goes: every save fails
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, historyName, "x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, nil, nil) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
+		if err := <-done; (err != nil) != failSave { // the save at the stop fails too
+			t.Errorf("run stopped with %v", err)
 		}
 	})
 	return logs, func() passLog {
@@ -114,7 +120,7 @@ streams:
 // idle directory is vouched unchanged (its previous scan reused), a write is seen
 // through its event, and every fullScanEvery a tick re-reads everything anyway.
 func TestRunRereadsOnlyWhatChanged(t *testing.T) {
-	logs, nextEntry := runIdle(t)
+	logs, nextEntry := runIdle(t, false)
 	next := func() passLog {
 		t.Helper()
 		for {
@@ -159,9 +165,15 @@ func TestRunRereadsOnlyWhatChanged(t *testing.T) {
 // An idle daemon gives the memory of a full re-read back to the kernel right
 // after it (the runtime would keep it resident up to its heap goal: at
 // 100,000 idle segments 55 MiB instead of 41), but not after the ticks that
-// re-read nothing: those pay for no collection.
+// re-read nothing: those pay for no collection, also when the history cannot
+// be saved (the save is tried again every cycle).
 func TestRunGivesMemoryBackAfterAFullReRead(t *testing.T) {
-	_, next := runIdle(t)
+	t.Run("saving", func(t *testing.T) { givesMemoryBack(t, false) })
+	t.Run("save failing", func(t *testing.T) { givesMemoryBack(t, true) })
+}
+
+func givesMemoryBack(t *testing.T, failSave bool) {
+	_, next := runIdle(t, failSave)
 	var passes []passLog // each with release set when the memory was given back after it
 	for full, reused := 0, 0; full < 3 || reused < 10; {
 		switch p := next(); {
