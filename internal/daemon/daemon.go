@@ -358,9 +358,6 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	for i := 0; i < maxWriterReplans && d.checkWriters(); i++ {
 		rep = d.plan(now)
 	}
-	if d.detail {
-		d.scanner.Forget() // the report's rows are the scan's lists: the next pass makes its own
-	}
 	rep.reread, rep.reused = reread, reused
 	rep.Source = "local"
 	d.lastPass = d.opts.Now().Sub(now)
@@ -495,8 +492,9 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		// copy was 112 bytes a segment kept between passes (11 MB at 100,000)
 		// and rewritten at every tick. Nothing keeps a snapshot past its pass
 		// (jobs copy their segments), but a report with detail (plan's) keeps
-		// its segments as its rows: after such a pass the scanner lets its
-		// lists go (see Pass), so that no later pass classifies them again.
+		// its segments as its rows: after such a pass the daemon and the
+		// scanner let the lists go (see Plan), so no later pass classifies
+		// them again.
 		s.Segments = r.Segments
 		for _, seg := range s.Segments {
 			s.HotBytes += seg.Size

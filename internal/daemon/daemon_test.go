@@ -329,11 +329,11 @@ func TestAReReadDoesNotKeepThePreviousScanAlive(t *testing.T) {
 }
 
 // TestAPlanKeepsItsRowsThroughTheNextPass: a plan's report makes its rows from
-// its pass's snapshot as it is written; the next pass must not rebuild that
-// snapshot in place (as a daemon's passes reuse theirs).
+// its pass's snapshot as it is written; the next plan, over a changed dir,
+// must not change them.
 func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
 	d, cfg := readOnlyDaemon(t)
-	d.Pass(nil, nil) // a pass without detail first: its snapshot buffers exist
+	d.Pass(nil, nil) // a pass without detail first
 	first := d.Plan()
 	var before bytes.Buffer
 	if err := first.WriteJSON(&before); err != nil {
@@ -363,8 +363,9 @@ func TestAPlanKeepsItsRowsThroughTheNextPass(t *testing.T) {
 // The snapshot is made over the scanner's own list of segments, not a copy of
 // it (112 bytes a segment, kept between passes: 11 MB at 100,000), and a
 // tick that re-reads nothing classifies that same list again. A plan's rows
-// are that list too, which the scanner then lets go: a later pass, even one
-// vouched unchanged, makes a list of its own and leaves the rows as they are.
+// are that list too, which the daemon then lets go: a later pass, one that
+// re-reads another dir only or one vouched unchanged, makes lists of its own
+// and leaves the rows as they are.
 func TestTheSnapshotIsTheScansList(t *testing.T) {
 	d, cfg := readOnlyDaemon(t)
 	shared := func(segs []model.Segment) bool { return &segs[0] == &d.last["app"].Segments[0] }
@@ -380,13 +381,16 @@ func TestTheSnapshotIsTheScansList(t *testing.T) {
 		t.Fatalf("the newest segment, classified again: %s", got)
 	}
 	plan := d.Plan()
-	if segs := plan.Streams[0].segs; len(segs) != 5 || !shared(segs) {
-		t.Fatalf("a plan's %d rows are not the scan's list", len(segs))
+	if len(plan.Streams[0].segs) != 5 || len(d.last) != 0 || d.lastStreams != nil {
+		t.Fatalf("after a plan of %d rows the daemon keeps %d scans", len(plan.Streams[0].segs), len(d.last))
 	}
 	var before, after bytes.Buffer
 	if err := plan.WriteJSON(&before); err != nil {
 		t.Fatal(err)
 	}
+	// A pass that re-reads only another stream's dir, then one vouched
+	// unchanged: neither classifies the plan's rows again.
+	d.Pass(map[string]bool{cfg.Streams[1].Dir: true}, nil)
 	d.Pass(nil, map[string]bool{cfg.Streams[0].Dir: true})
 	if d.last["app"].Reused || shared(plan.Streams[0].segs) {
 		t.Fatal("a pass after a plan reused the list the plan's rows are")
@@ -395,7 +399,7 @@ func TestTheSnapshotIsTheScansList(t *testing.T) {
 		t.Fatal(err)
 	}
 	if after.String() != before.String() {
-		t.Fatalf("the plan's rows changed with the next pass:\n%s\nwas\n%s", after.String(), before.String())
+		t.Fatalf("the plan's rows changed with the next passes:\n%s\nwas\n%s", after.String(), before.String())
 	}
 }
 
