@@ -381,7 +381,7 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 		res.Segments, res.Foreign = nil, nil
 	}
 	if res.Err != nil {
-		res.Segments, res.Foreign = nil, nil
+		res.Segments, res.Foreign, res.marked = nil, nil, false
 	}
 }
 
