@@ -496,13 +496,11 @@ func (d *Daemon) snapshot(now time.Time) []*model.Stream {
 		// scanner let the lists go (see Plan), so no later pass classifies
 		// them again.
 		s.Segments = r.Segments
-		for _, seg := range s.Segments {
-			s.HotBytes += seg.Size
-		}
 		model.Classify(s.Segments, now, sc.Compaction.Quiesce)
 		d.markJournaled(s)
 		for i := range s.Segments {
 			seg := &s.Segments[i]
+			s.HotBytes += seg.Size
 			if seg.State == model.Active {
 				// A closed segment is not written any more: its growth is 0 by definition.
 				seg.GrowthRate = tr.SegmentRate(sc.Name, seg.ID)
