@@ -477,11 +477,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		d.writeTextfile(false)
 		saved := false
 		if d.opts.Now().Sub(d.saved) >= saveEvery(d.cfg) {
-			err := d.SaveHistory()
-			if err != nil {
-				d.log.Error("cannot save growth history", zap.Error(err))
+			if err := d.SaveHistory(); err != nil {
+				d.log.Error("cannot save growth history", zap.Error(err)) // tried again next cycle
+			} else {
+				saved = true
 			}
-			saved = err == nil // a save that keeps failing is tried every cycle
 		}
 		if w != nil {
 			w.Ensure(d.scanner.Dirs())
