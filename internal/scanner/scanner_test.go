@@ -167,6 +167,18 @@ func TestWriterProcessIsDetected(t *testing.T) {
 	if r := scanOne(t, s); !r.Segments[0].Writing || r.Segments[1].Writing {
 		t.Fatalf("the next scan dropped the answers: %v %v", r.Segments[0].Writing, r.Segments[1].Writing)
 	}
+	// A quiet tick (the dir vouched unchanged) keeps the mark too.
+	if r := s.Scan(time.Now(), nil, map[string]bool{filepath.Clean(dir): true})[0]; !r.Reused || !r.Segments[0].Writing {
+		t.Fatalf("a quiet tick: reused %v, writing %v", r.Reused, r.Segments[0].Writing)
+	}
+	// After a reload the new scanner has the answers but has marked nothing
+	// yet: its first scan marks the writer (CheckWriters would not ask again).
+	s2 := New([]config.Stream{stream(dir, "w-*.log", "name")}, Options{})
+	defer s2.Close()
+	s2.Inherit(s)
+	if r := scanOne(t, s2); !r.Segments[0].Writing {
+		t.Fatal("after a reload the writer's mark was lost")
+	}
 }
 
 // A quiet tick does not walk the kept lists for open-for-writing marks when
