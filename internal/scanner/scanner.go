@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,7 +68,13 @@ type Result struct {
 	// Reused: the directory was not re-read (the caller vouched it unchanged);
 	// Segments are the previous scan's, as of At.
 	Reused bool
-	marked bool // some segment is marked writing (see Scanner.marked)
+	// Verified: the directory was re-read and held the same files under the
+	// same names as the previous scan, so the previous list was kept and its
+	// sizes and times refreshed in place (no new list: a safety-net re-read
+	// of 100,000 unchanged segments made 29 MB of garbage).
+	Verified bool
+	marked   bool            // some segment is marked writing (see Scanner.marked)
+	kept     []model.Segment // while a re-read runs: the previous scan's list, to verify
 }
 
 type leaseKey = fsx.FileID
@@ -264,8 +271,11 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 				continue
 			}
 		}
-		delete(s.last, st.Name)
 		res := Result{Stream: st, At: now}
+		if prev, ok := s.last[st.Name]; ok && prev.Err == nil && len(prev.Foreign) == 0 {
+			res.kept = prev.Segments
+		}
+		delete(s.last, st.Name)
 		// A directory is opened (or found replaced and reopened) once per
 		// scan: a second s.dir for another stream in it could close the handle
 		// the first stream's job already holds.
@@ -348,6 +358,11 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 	if fi, ok := fs.of(d); ok {
 		res.FS = fi
 	}
+	kept := res.kept
+	res.kept = nil
+	if len(kept) > 0 && s.verify(d, res, kept) {
+		return
+	}
 	// A listing and the stats that follow it are not one snapshot: a writer
 	// that renames while they run (logrotate's numbered scheme moves .3 to .4,
 	// .2 to .3, ...) can move a file to a name already stat'ed, and the scan
@@ -383,6 +398,55 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 	if res.Err != nil {
 		res.Segments, res.Foreign, res.marked = nil, nil, false
 	}
+}
+
+// verify re-reads res's directory against kept, the stream's previous list:
+// when the directory lists the same names with the same inode numbers, and a
+// stat of each name then shows the same file, still a segment, kept becomes
+// res's list with its sizes and times refreshed in place. It says false,
+// leaving kept's stat fields perhaps refreshed and nothing else changed, when
+// anything differs: the caller then scans from scratch.
+//
+// No second listing is needed (a full scan makes one): every file listed is
+// in kept, and its name is confirmed by its own stat after the listing. A
+// rename moves a file away from a name or onto one; if that name is stat'ed
+// later it shows another file or none, and if it was stat'ed before, the
+// file was seen where it was at the listing. So no file of the listing is
+// missed or seen twice; one created after the listing waits for the next scan.
+//
+// The lists are the scanner's and the daemon's snapshot classifies them in
+// place between scans; nothing else holds them while a scan runs.
+func (s *Scanner) verify(d *fsx.Dir, res *Result, kept []model.Segment) bool {
+	var want print
+	for i := range kept {
+		want.add(kept[i].Name, kept[i].ID.Ino)
+	}
+	if before, err := s.fingerprint(d, res.Stream.Pattern); err != nil || before != want {
+		return false
+	}
+	if s.listed != nil {
+		s.listed(d.Path())
+	}
+	var changed atomic.Bool
+	s.inChunks(len(kept), func(i int) {
+		seg := &kept[i]
+		st, err := d.Stat(seg.Name)
+		if err != nil || st.Dev != seg.ID.Dev || st.Ino != seg.ID.Ino || st.Btime != seg.ID.Gen || foreignWhy(d, st) != "" {
+			changed.Store(true) // gone, replaced, or no longer a segment: the full scan says which
+			return
+		}
+		seg.Size, seg.MtimeNs, seg.CtimeNs, seg.Sparse = st.Size, st.MtimeNs, st.CtimeNs, fsx.Sparse(st.Size, st.Blocks)
+		seg.Access = model.Access{UID: st.UID, GID: st.GID, Mode: st.Mode}
+	})
+	if changed.Load() {
+		return false
+	}
+	if res.Stream.Order == "mtime" {
+		Sort(kept, "mtime") // times may have moved; in name order nothing can
+	}
+	res.Segments, res.Verified = kept, true
+	s.knownWriters(res)
+	return true
 }
 
 // maxTries bounds the listings of a directory that keeps changing while it is
@@ -599,10 +663,9 @@ func dedupe(es []model.Segment) []model.Segment {
 // could not be stat'ed) with a bounded pool of workers (a huge directory is
 // split). It returns why, by index, the files that are not segments are not.
 func (s *Scanner) statAll(d *fsx.Dir, es []model.Segment, failed []bool) map[int]string {
-	const chunk = 1024
 	var mu sync.Mutex
 	var foreign map[int]string // rare: one lock per foreign file
-	stat := func(i int) {
+	s.inChunks(len(es), func(i int) {
 		st, err := d.Stat(es[i].Name)
 		if failed[i] = err != nil; err != nil {
 			return
@@ -616,26 +679,32 @@ func (s *Scanner) statAll(d *fsx.Dir, es []model.Segment, failed []bool) map[int
 			foreign[i] = why
 			mu.Unlock()
 		}
-	}
-	if len(es) <= chunk {
-		for i := range es {
-			stat(i)
+	})
+	return foreign
+}
+
+// inChunks calls fn for 0..n-1: in this goroutine for a small directory, in
+// chunks on at most StatWorkers goroutines for a large one.
+func (s *Scanner) inChunks(n int, fn func(i int)) {
+	const chunk = 1024
+	if n <= chunk {
+		for i := range n {
+			fn(i)
 		}
-		return foreign
+		return
 	}
 	var g errgroup.Group
 	g.SetLimit(s.opts.StatWorkers)
-	for lo := 0; lo < len(es); lo += chunk {
-		hi := min(lo+chunk, len(es))
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
 		g.Go(func() error {
 			for i := lo; i < hi; i++ {
-				stat(i)
+				fn(i)
 			}
 			return nil
 		})
 	}
 	_ = g.Wait()
-	return foreign
 }
 
 // Sort puts entries in stream order: natural name order, or mtime (then name).
