@@ -327,7 +327,7 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	fsSeen := map[uint64]bool{}
 	var obs []growth.Obs // reused across the streams of this pass; not kept (3 MB at 100,000 idle segments)
 	tr := d.rates()
-	var reread, reused int
+	var reread, verified, reused int
 	for _, r := range results {
 		d.last[r.Stream.Name] = r
 		if r.Err != nil {
@@ -338,6 +338,9 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 			tr.Touch(r.Stream.Name, r.At)
 		} else {
 			reread++
+			if r.Verified {
+				verified++
+			}
 			obs = slices.Grow(obs[:0], len(r.Segments))
 			for _, seg := range r.Segments {
 				obs = append(obs, growth.Obs{ID: seg.ID, Size: seg.Size})
@@ -358,7 +361,7 @@ func (d *Daemon) Pass(only, unchanged map[string]bool) *Report {
 	for i := 0; i < maxWriterReplans && d.checkWriters(); i++ {
 		rep = d.plan(now)
 	}
-	rep.reread, rep.reused = reread, reused
+	rep.reread, rep.verified, rep.reused = reread, verified, reused
 	rep.Source = "local"
 	d.lastPass = d.opts.Now().Sub(now)
 	d.lastReport = rep
@@ -701,7 +704,7 @@ func (d *Daemon) logReport(r *Report) {
 	streams, segs, hot, actions := Summary(r)
 	d.log.Debug("pass", zap.Int("streams", streams), zap.Int("segments", segs), zap.Int64("hot_bytes", hot),
 		zap.Float64("load", r.Load), zap.Int("actions", actions), zap.Int("streams_reread", r.reread),
-		zap.Int("streams_reused", r.reused))
+		zap.Int("streams_verified", r.verified), zap.Int("streams_reused", r.reused))
 	for _, s := range r.Streams {
 		if s.Error != "" {
 			if d.prev[s.Name] != "err:"+s.Error {

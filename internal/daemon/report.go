@@ -26,7 +26,9 @@ type Report struct {
 	PID     int            `json:"pid,omitempty"` // the daemon's, when Source is "daemon"
 	Streams []StreamReport `json:"streams"`
 
-	reread, reused int // streams read from disk, and vouched unchanged by inotify
+	// streams read from disk (verified: their previous list confirmed and
+	// kept), and vouched unchanged by inotify
+	reread, verified, reused int
 }
 
 // StreamReport is one stream of the report.

@@ -425,13 +425,13 @@ func fullScanEvery(c *config.Config) time.Duration {
 }
 
 // releaseMemory gives the heap a cycle grew back to the kernel: a re-read of
-// every directory (the first pass, then every fullScanEvery; every tick
-// without a watcher) or a history save makes about as much garbage as the
-// daemon keeps (~25 MB at 100,000 segments), and the runtime keeps such pages
-// resident up to its heap goal for a daemon that then sits idle. A forced
-// collection and scavenge cost ~25 ms of CPU at 100,000 segments in 1,000
-// dirs, beside ~450 ms for the re-read itself (scratch benchmark). A
-// variable: tests count the calls.
+// every directory that built new lists (the first pass; later ones keep the
+// lists of directories that hold the same files) or a history save makes
+// about as much garbage as the daemon keeps (~25 MB at 100,000 segments), and
+// the runtime keeps such pages resident up to its heap goal for a daemon that
+// then sits idle. A forced collection and scavenge cost ~25 ms of CPU at
+// 100,000 segments in 1,000 dirs (scratch benchmark). A variable: tests count
+// the calls.
 var releaseMemory = debug.FreeOSMemory
 
 // Run makes passes every scan_interval and whenever fsnotify reports a change,
@@ -486,7 +486,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		if w != nil {
 			w.Ensure(d.scanner.Dirs())
 		}
-		if only == nil && unchanged == nil || saved {
+		if only == nil && unchanged == nil && r.reread > r.verified || saved {
 			releaseMemory()
 		}
 	}
