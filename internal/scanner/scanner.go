@@ -283,7 +283,7 @@ func (s *Scanner) Scan(now time.Time, only, unchanged map[string]bool) []Result 
 		if j == nil {
 			d, err := s.dir(path, &opener)
 			if err != nil {
-				res.Err = err
+				res.Err, res.kept = err, nil
 				out = append(out, res)
 				continue
 			}
@@ -401,18 +401,18 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 }
 
 // verify re-reads res's directory against kept, the stream's previous list:
-// when the directory lists the same names with the same inode numbers, and a
-// stat of each name then shows the same file, still a segment, kept becomes
-// res's list with its sizes and times refreshed in place. It says false,
-// leaving kept's stat fields perhaps refreshed and nothing else changed, when
-// anything differs: the caller then scans from scratch.
+// when the directory lists the same names with the same inode numbers before
+// and after the stats, and a stat of each name shows the same file, still a
+// segment, kept becomes res's list with its sizes and times refreshed in
+// place. It says false, leaving kept's stat fields perhaps refreshed and
+// nothing else changed, when anything differs: the caller then scans from
+// scratch.
 //
-// No second listing is needed (a full scan makes one): every file listed is
-// in kept, and its name is confirmed by its own stat after the listing. A
-// rename moves a file away from a name or onto one; if that name is stat'ed
-// later it shows another file or none, and if it was stat'ed before, the
-// file was seen where it was at the listing. So no file of the listing is
-// missed or seen twice; one created after the listing waits for the next scan.
+// The stats confirm every listed name: a rename onto or away from a name not
+// yet stat'ed shows another file or none there. The listing after them is
+// still needed: a large directory is listed in several getdents calls, and a
+// file renamed during the listing from a part not yet read to a part already
+// read is in neither; the full scan's second listing catches that too.
 //
 // The lists are the scanner's and the daemon's snapshot classifies them in
 // place between scans; nothing else holds them while a scan runs.
@@ -439,6 +439,9 @@ func (s *Scanner) verify(d *fsx.Dir, res *Result, kept []model.Segment) bool {
 		seg.Access = model.Access{UID: st.UID, GID: st.GID, Mode: st.Mode}
 	})
 	if changed.Load() {
+		return false
+	}
+	if after, err := s.fingerprint(d, res.Stream.Pattern); err != nil || after != want {
 		return false
 	}
 	if res.Stream.Order == "mtime" {

@@ -179,6 +179,21 @@ func TestWriterProcessIsDetected(t *testing.T) {
 	if r := scanOne(t, s2); !r.Segments[0].Writing {
 		t.Fatal("after a reload the writer's mark was lost")
 	}
+	// A re-read that keeps the list applies the answers it has: w-1.log
+	// changed since it was asked, so the answer no longer holds and the mark
+	// goes (CheckWriters would ask again). A kept mark would stay for good:
+	// CheckWriters does not ask about a segment already marked.
+	f, err := os.OpenFile(held, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("more\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if r := scanOne(t, s2); !r.Verified || r.Segments[0].Writing {
+		t.Fatalf("a re-read after w-1.log changed: verified %v, writing %v", r.Verified, r.Segments[0].Writing)
+	}
 }
 
 // A quiet tick does not walk the kept lists for open-for-writing marks when
@@ -611,6 +626,15 @@ func TestAReReadKeepsTheListOfAnUnchangedDirectory(t *testing.T) {
 	if e := r.Segments[2]; e.Size != 7 || time.Since(e.Mtime()) > time.Minute {
 		t.Fatalf("app-1.log after an append: size %d, mtime %v", e.Size, e.Mtime())
 	}
+	// A change of mode is a change of access (a merge never mixes two) and
+	// of ctime (an open-for-writing answer holds only while ctime does).
+	before := r.Segments[0]
+	if err := os.Chmod(filepath.Join(dir, "app-2.log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := scanOne(t, s); !r.Verified || r.Segments[0].Access.Mode&0o777 != 0o600 || r.Segments[0].CtimeNs == before.CtimeNs {
+		t.Fatalf("after a chmod: verified %v, mode %o, ctime %d (was %d)", r.Verified, r.Segments[0].Access.Mode, r.Segments[0].CtimeNs, before.CtimeNs)
+	}
 
 	check := func(what string, wantNames string, wantForeign int) Result {
 		t.Helper()
@@ -648,6 +672,40 @@ func TestAReReadKeepsTheListOfAnUnchangedDirectory(t *testing.T) {
 	}
 	write(t, filepath.Join(dir, "app-4.log"), "z\n", 0)
 	check("app-4.log created", "app-2.log app-1.log app-4.log", 0)
+	// A file that appears while a re-read runs (as one renamed during a
+	// listing made in several getdents calls would) is in its result: the
+	// directory is listed again after the stats.
+	scanOne(t, s)
+	s.listed = func(string) { write(t, filepath.Join(dir, "app-5.log"), "w\n", 0) }
+	check("app-5.log created during the re-read", "app-2.log app-1.log app-4.log app-5.log", 0)
+}
+
+// A large directory is verified in parallel chunks: a change past the first
+// chunk is seen, and a file there that stopped being a segment rebuilds the
+// list.
+func TestAReReadOfALargeDirectoryChecksEverySegment(t *testing.T) {
+	dir := t.TempDir()
+	const n = 2100
+	for i := range n {
+		write(t, filepath.Join(dir, fmt.Sprintf("app-%05d.log", i)), "x\n", time.Hour)
+	}
+	s := New([]config.Stream{stream(dir, "app-*.log", "name")}, Options{StatWorkers: 2})
+	defer s.Close()
+	scanOne(t, s)
+	last := filepath.Join(dir, fmt.Sprintf("app-%05d.log", n-2))
+	if err := os.WriteFile(last, []byte("grown\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := scanOne(t, s); !r.Verified || r.Segments[n-2].Size != 6 {
+		t.Fatalf("after app-%05d.log grew: verified %v, size %d", n-2, r.Verified, r.Segments[n-2].Size)
+	}
+	// Hard-linked elsewhere: the same listing, but no longer a segment.
+	if err := os.Link(last, filepath.Join(t.TempDir(), "link")); err != nil {
+		t.Fatal(err)
+	}
+	if r := scanOne(t, s); r.Verified || len(r.Segments) != n-1 || len(r.Foreign) != 1 {
+		t.Fatalf("after a hard link: verified %v, %d segments, foreign %v", r.Verified, len(r.Segments), r.Foreign)
+	}
 }
 
 // A directory renamed under every scan: the stream sits the pass out, with an
