@@ -14,6 +14,7 @@ import (
 // Pacer is what the move job needs of the shared token bucket.
 type Pacer interface {
 	Wait(ctx context.Context, n int) error
+	Limited() bool // a max_rate applies
 }
 
 // Env is what move jobs share.
@@ -127,6 +128,11 @@ func (e *Env) copyOne(ctx context.Context, j MoveJob, dst io.Writer, in *fsx.Inp
 		// a 2 KB segment charged 1 MiB twice (data, then EOF) slept 31 ms at
 		// 64 MiB/s, and 1,000 tiny segments took 31 s.
 		if n := min(int64(len(buf)), in.Ref.Size-read); e.Pacer != nil && !j.Urgent && n > 0 {
+			if e.Pacer.Limited() {
+				// This read and the next, from the disk while the pacer waits,
+				// in the job's steps (fsx.Input.ReadAhead).
+				in.ReadAhead(read + 2*int64(len(buf)))
+			}
 			if err := e.Pacer.Wait(ctx, int(n)); err != nil {
 				return 0, err
 			}

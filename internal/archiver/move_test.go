@@ -452,6 +452,8 @@ func (p *countingPacer) Wait(_ context.Context, n int) error {
 	return nil
 }
 
+func (p *countingPacer) Limited() bool { return true }
+
 // A paced archival is charged for the bytes it reads, not for its buffer: a
 // batch of forty 2 KB segments asked for 40 × 2 MiB (a 1 MiB buffer, charged
 // for the data and again for the read that sees EOF), which at the default
