@@ -74,13 +74,19 @@ func sniff(in *fsx.Input) codec.Encoding {
 	return codec.Sniff(head[:n])
 }
 
+// pacedStep is a paced in-kernel copy's unit: the pacer is asked for it, the
+// input read ahead by it (fsx.Input.ReadAhead). Small steps keep what the
+// disk sees of a paced copy as even as its pace: in fgbench (a writer's
+// write+fdatasync every 2 ms during a 1 GiB merge at 64 MiB/s, as the unit
+// runs), 1 MiB steps read 2.2 ms at p99, 256 KiB steps 1.0-1.1 ms.
+const pacedStep = 256 << 10
+
 // copyRaw concatenates the inputs as they are (compress: none) with in-kernel
 // copies, chunk by chunk, pacing and checking the leases between chunks. The
 // checksums are then taken in one read-back pass over the output, which also
 // verifies what the kernel wrote: the CRC of each input's range and of the
 // whole output.
 func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (fsx.Commit, error) {
-	const pace = 1 << 20 // the pacer's unit
 	chunk := int64(e.ChunkSize)
 	if chunk <= 0 {
 		chunk = 16 << 20
@@ -103,7 +109,8 @@ func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (f
 			}
 			want := min(chunk, size-off)
 			if e.Pacer.Limited() {
-				want = min(want, pace) // small steps keep a paced copy smooth
+				want = min(want, pacedStep)
+				in.ReadAhead(off + 2*pacedStep) // this step and the next, read while the pacer waits
 			}
 			if err := e.Pacer.Wait(ctx, int(want)); err != nil {
 				return c, err
@@ -214,6 +221,9 @@ func (e *Env) copyCompressed(ctx context.Context, to codec.Encoding, out *fsx.Ou
 			}
 			// Charged for what this read can bring, not the buffer (see copyOne).
 			if n := min(int64(chunk), in.Ref.Size-n64); n > 0 {
+				if e.Pacer.Limited() {
+					in.ReadAhead(n64 + 2*int64(chunk)) // see copyRaw
+				}
 				if err := e.Pacer.Wait(ctx, int(n)); err != nil {
 					return c, err
 				}

@@ -8,8 +8,11 @@ import (
 
 const (
 	// WriteBehindBytes is how much a job writes between requests to the kernel to
-	// start writing its output to disk.
-	WriteBehindBytes = 1 << 20
+	// start writing its output to disk. Small requests keep a paced job's writes
+	// as even as its pace: a writer's write+fdatasync every 2 ms beside a
+	// 64 MiB/s stream of writes, on the virtio disk measured, read 0.4-0.6 ms at
+	// p99 with 256 KiB requests, 4 ms with 1 MiB ones (from ~600 MB written on).
+	WriteBehindBytes = 256 << 10
 	// WriteBehindLag is how much of the output may be in flight (dirty or under
 	// writeback) before the job waits for the oldest of it.
 	WriteBehindLag = 8 << 20
