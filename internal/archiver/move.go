@@ -131,7 +131,7 @@ func (e *Env) copyOne(ctx context.Context, j MoveJob, dst io.Writer, in *fsx.Inp
 			if e.Pacer.Limited() {
 				// This read and the next, from the disk while the pacer waits,
 				// in the job's steps (fsx.Input.ReadAhead).
-				in.ReadAhead(read, read+2*int64(len(buf)))
+				in.ReadAhead(read, int64(len(buf)))
 			}
 			if err := e.Pacer.Wait(ctx, int(n)); err != nil {
 				return 0, err
@@ -173,7 +173,7 @@ func (e *Env) copySparse(ctx context.Context, j MoveJob, out *fsx.Output, in *fs
 		want := int(min(chunk, in.Ref.Size-off))
 		if e.Pacer != nil && !j.Urgent {
 			if e.Pacer.Limited() {
-				in.ReadAhead(off, off+2*chunk) // see copyOne
+				in.ReadAhead(off, chunk) // see copyOne
 			}
 			if err := e.Pacer.Wait(ctx, want); err != nil {
 				return c, err

@@ -110,7 +110,7 @@ func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (f
 			want := min(chunk, size-off)
 			if e.Pacer.Limited() {
 				want = min(want, pacedStep)
-				in.ReadAhead(off, off+2*pacedStep) // this step and the next, read while the pacer waits
+				in.ReadAhead(off, pacedStep) // this step and the next, read while the pacer waits
 			}
 			if err := e.Pacer.Wait(ctx, int(want)); err != nil {
 				return c, err
@@ -222,7 +222,7 @@ func (e *Env) copyCompressed(ctx context.Context, to codec.Encoding, out *fsx.Ou
 			// Charged for what this read can bring, not the buffer (see copyOne).
 			if n := min(int64(chunk), in.Ref.Size-n64); n > 0 {
 				if e.Pacer.Limited() {
-					in.ReadAhead(n64, n64+2*int64(chunk)) // see copyRaw
+					in.ReadAhead(n64, int64(chunk)) // see copyRaw
 				}
 				if err := e.Pacer.Wait(ctx, int(n)); err != nil {
 					return c, err

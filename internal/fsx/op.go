@@ -190,41 +190,39 @@ func (r *Runner) step(kind OpKind, s string) { r.Step(string(kind) + ":" + s) }
 
 // Input is one leased input of a running operation.
 type Input struct {
-	Ref    FileRef // as journaled
-	Name   string  // where it was found when leased
-	File   *os.File
-	lease  *Lease
-	ahead  int64 // ReadAhead has asked the kernel for what lies before ahead
-	random bool  // ReadAhead has turned the kernel's read-ahead off
+	Ref   FileRef // as journaled
+	Name  string  // where it was found when leased
+	File  *os.File
+	lease *Lease
+	ahead int64 // ReadAhead has asked the kernel for what lies before ahead (0: not called)
 }
 
 // Broken reports whether a writer opened the input since it was leased.
 func (in *Input) Broken() bool { return in.lease.Broken() }
 
 // ReadAhead is for a paced job, which reads its input a step at a time: it
-// says the job will read the input from from up to end soon, and asks the
-// kernel to start reading what of that it was not asked for yet
+// says the job reads step bytes at off next, and asks the kernel to start
+// reading that step and the one after it, less what it was asked for already
 // (POSIX_FADV_WILLNEED, which returns without waiting; the kernel may read
 // less of a large range). Its first call also turns the kernel's own
 // read-ahead off for this open file (POSIX_FADV_RANDOM): on a device whose
 // read_ahead_kb is large (8 MiB on the virtio disks measured) the kernel
 // otherwise reads a paced job's input in bursts of that size, and every other
 // writer's fsync on the disk waits behind each burst (fgbench: a ~10 ms
-// append stall every 8 MiB of a merge at 64 MiB/s). Asking for a step or two
-// ahead keeps the job's reads as small and as even as its pace, and still
-// ahead of the copy. from lets a job that skipped a hole, or became paced
-// midway (a reload), ask for what it reads next and not for what lies behind.
-// Advisory: an error only leaves the kernel's defaults.
-func (in *Input) ReadAhead(from, end int64) {
-	end = min(end, in.Ref.Size)
-	from = max(from, in.ahead)
+// append stall every 8 MiB of a merge at 64 MiB/s). Two steps ahead keeps the
+// job's reads as small and as even as its pace, and still ahead of the copy.
+// A job that skipped a hole, or became paced midway (a reload), asks from
+// where it reads, not for what lies behind. Advisory: an error only leaves
+// the kernel's defaults.
+func (in *Input) ReadAhead(off, step int64) {
+	end := min(off+2*step, in.Ref.Size)
+	from := max(off, in.ahead)
 	if end <= from {
 		return
 	}
 	fd := int(in.File.Fd())
-	if !in.random {
+	if in.ahead == 0 { // the first call that asks for anything
 		_ = unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM)
-		in.random = true
 	}
 	_ = unix.Fadvise(fd, from, end-from, unix.FADV_WILLNEED)
 	in.ahead = end
