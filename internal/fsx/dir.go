@@ -44,6 +44,9 @@ type Dir struct {
 	dev  uint64
 	ino  uint64
 	mnt  uint64 // mount ID, 0 when the kernel does not report it
+	// local: whether its filesystem is one where every change to an entry is
+	// made by this kernel (ChangeTime); 0 until asked, then localYes/localNo.
+	local atomic.Int32
 
 	// beforeCapture, in tests only, runs between finding a file and capturing
 	// it: where a writer's rename races the capture.
@@ -295,6 +298,40 @@ func (d *Dir) Path() string { return d.path }
 
 // Dev is the device of the directory itself.
 func (d *Dir) Dev() uint64 { return d.dev }
+
+// ChangeTime reads the directory's status change time (ctime, ns). The kernel
+// moves it to the present whenever an entry is added, removed or renamed in
+// the directory. It says ok=false where that cannot be counted on: where the
+// directory's entries may change without this kernel making the change (NFS,
+// CIFS, FUSE, 9p, an overlay's lower layers...) or it cannot be asked. Only
+// the local filesystems below are trusted, each known to set a directory's
+// ctime on every create, link, unlink and rename (POSIX asks it of rename).
+func (d *Dir) ChangeTime() (ns int64, ok bool) {
+	if d.local.Load() == 0 {
+		v := int32(localNo)
+		var s unix.Statfs_t
+		if unix.Fstatfs(d.fd, &s) == nil {
+			switch uint32(s.Type) {
+			case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC, unix.F2FS_SUPER_MAGIC:
+				v = localYes
+			}
+		}
+		d.local.Store(v)
+	}
+	if d.local.Load() != localYes {
+		return 0, false
+	}
+	var x unix.Statx_t
+	if err := unix.Statx(d.fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_CTIME, &x); err != nil || x.Mask&unix.STATX_CTIME == 0 {
+		return 0, false
+	}
+	return x.Ctime.Sec*1e9 + int64(x.Ctime.Nsec), true
+}
+
+const (
+	localYes = 1
+	localNo  = 2
+)
 
 // Close releases the directory fd. It is safe to call twice.
 func (d *Dir) Close() error {

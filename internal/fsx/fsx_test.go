@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/logcompactd/logcompactd/internal/testutil"
 )
 
@@ -455,5 +457,60 @@ func TestReadAheadKeepsTheKernelFromReadingAhead(t *testing.T) {
 	in.ReadAhead(20*mib, 50*mib) // from past a hole, to past the end: up to the size
 	if in.ahead != 32*mib {
 		t.Fatalf("asked past the end of a 32 MiB input: ahead = %d", in.ahead)
+	}
+}
+
+// A directory's ChangeTime moves at every create, rename within it, rename
+// into it, link and unlink, and not when a file in it is written; a
+// filesystem whose entries may change elsewhere (here /proc) gives none.
+// Each change in turn is told apart only by a kernel with multigrain
+// timestamps (6.13 on: a ctime that was read is followed by a fine-grained
+// one); on an older one changes within one clock tick share a ctime, which is
+// why the scanner trusts only a ctime that lies quietFor in the past. There a
+// change must only not move the ctime back.
+func TestChangeTimeMovesWithEveryEntryChange(t *testing.T) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	fine := major > 6 || (major == 6 && minor >= 13)
+	d, p := openTestDir(t)
+	other := t.TempDir()
+	last, ok := d.ChangeTime()
+	if !ok {
+		t.Fatalf("no change time on the test dir's filesystem (%s)", p)
+	}
+	step := func(what string, moves bool, fn func() error) {
+		t.Helper()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		ct, ok := d.ChangeTime()
+		if !fine && moves {
+			moves = ct != last // within a tick, or not: both are right
+		}
+		if !ok || (ct != last) != moves || ct < last {
+			t.Fatalf("%s: change time %d, was %d (ok %v); should move: %v", what, ct, last, ok, moves)
+		}
+		last = ct
+	}
+	step("create", true, func() error { return os.WriteFile(filepath.Join(p, "a"), []byte("x"), 0o644) })
+	step("write", false, func() error { return os.WriteFile(filepath.Join(p, "a"), []byte("xy"), 0o644) })
+	step("rename", true, func() error { return os.Rename(filepath.Join(p, "a"), filepath.Join(p, "b")) })
+	step("link", true, func() error { return os.Link(filepath.Join(p, "b"), filepath.Join(p, "c")) })
+	step("unlink", true, func() error { return os.Remove(filepath.Join(p, "c")) })
+	if err := os.WriteFile(filepath.Join(other, "d"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	step("rename in from another dir", true, func() error { return os.Rename(filepath.Join(other, "d"), filepath.Join(p, "d")) })
+	proc, err := OpenDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Close()
+	if ct, ok := proc.ChangeTime(); ok {
+		t.Fatalf("/proc: change time %d trusted", ct)
 	}
 }
