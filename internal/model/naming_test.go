@@ -2,6 +2,7 @@ package model
 
 import (
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -31,4 +32,29 @@ func TestNaturalCompareSkipsTheSharedBytesExactly(t *testing.T) {
 			t.Fatalf("NaturalCompare(%q, %q) = %d, token by token %d", b, a, got, want)
 		}
 	}
+}
+
+// FuzzGlob: a compiled pattern matches exactly the names filepath.Match does.
+func FuzzGlob(f *testing.F) {
+	for _, c := range [][2]string{
+		{"app-*.log", "app-1.log"}, {"app-*.log", "app-.log"}, {"app-*.log", "app.log"},
+		{"*", ""}, {"*", "x"}, {"a*b*c", "abc"}, {"a*b*c", "aXbYbZc"}, {"a*b*c", "acb"}, {"a*b*c", "aXc"}, {"a*bb*b", "abbb"},
+		{"*.log*", "x.log.1"}, {"**", "ab"}, {"a**a", "a"}, {"a*a", "aa"}, {"lit", "lit"},
+		{"current", "current"}, {"@*.s", "@400000006565f0a1.s"}, {"seg-?.log", "seg-1.log"},
+		{"[ab]*", "b"}, {`\*x`, "*x"},
+	} {
+		f.Add(c[0], c[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		if strings.Contains(name, "/") {
+			return // a directory entry holds none
+		}
+		want, err := filepath.Match(pattern, name)
+		if err != nil {
+			return // the config refuses such a pattern
+		}
+		if got := CompileGlob(pattern).Match(name); got != want {
+			t.Fatalf("CompileGlob(%q).Match(%q) = %v, filepath.Match says %v", pattern, name, got, want)
+		}
+	})
 }
