@@ -111,6 +111,12 @@ type Scanner struct {
 	// listed, when set (tests), runs between a listing and its stats: the
 	// window in which a writer's renames make a scan miss a file.
 	listed func(dir string)
+	// listing, when set (tests), runs at every listing of a directory.
+	listing func(dir string)
+	// wallNow is the clock a directory's ctime is held against (a seam for
+	// tests: time.Now).
+	wallNow func() time.Time
+	globs   map[string]model.Glob // each stream's pattern, compiled, by pattern
 	// statfs asks a directory's filesystem for its space (a seam for tests).
 	statfs func(d *fsx.Dir) (total, avail uint64, err error)
 }
@@ -166,7 +172,10 @@ func New(streams []config.Stream, opts Options) *Scanner {
 	}
 	s := &Scanner{opts: opts, log: opts.Logger, streams: streams,
 		dirs: map[string]*fsx.Dir{}, leases: map[leaseKey]leaseAnswer{}, warned: map[warnKey]string{},
-		last: map[string]Result{}, statfs: (*fsx.Dir).Statfs}
+		last: map[string]Result{}, statfs: (*fsx.Dir).Statfs, globs: map[string]model.Glob{}, wallNow: time.Now}
+	for _, st := range streams {
+		s.globs[st.Pattern] = model.CompileGlob(st.Pattern)
+	}
 	return s
 }
 
@@ -350,6 +359,38 @@ type listing struct {
 	ents []dirent
 	err  error
 	ok   bool
+	// since: the directory's ctime, read before it was listed, when it was
+	// quiet then (settled).
+	since   int64
+	settled bool
+}
+
+// quietFor is how long before a listing a directory's ctime must lie for the
+// ctime, read again after the stats, to vouch that nothing in the directory
+// changed in between. Any change after the first read sets the ctime to the
+// present as the kernel's clock has it: at worst one tick behind (coarse
+// timestamps) and truncated to the filesystem's granularity (one second on
+// ext4 with 128-byte inodes), so it cannot equal a ctime this far in the
+// past — unless the clock was set back by more than this while the scan ran
+// and the change fell on that very instant.
+const quietFor = 2 * time.Second
+
+// settled reads d's ctime and says whether it lies quietFor in the past: then
+// an unchanged ctime later means an unchanged directory.
+func (s *Scanner) settled(d *fsx.Dir) (since int64, ok bool) {
+	now := s.wallNow()
+	ct, ok := d.ChangeTime()
+	return ct, ok && ct < now.Add(-quietFor).UnixNano()
+}
+
+// unchangedSince says whether d's ctime is still since, read when d was
+// settled: no entry of d was added, removed or renamed in between.
+func unchangedSince(d *fsx.Dir, since int64, settled bool) bool {
+	if !settled {
+		return false
+	}
+	ct, ok := d.ChangeTime()
+	return ok && ct == since
 }
 
 // rescan fills res from a re-read of its stream's directory d. Safe to run for
@@ -367,12 +408,16 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 	// that renames while they run (logrotate's numbered scheme moves .3 to .4,
 	// .2 to .3, ...) can move a file to a name already stat'ed, and the scan
 	// misses it. A merge or a batch planned around the missing segment would
-	// join segments that are not adjacent. So the directory is listed again
-	// after the stats, and the stream is scanned again until nothing it
-	// matches changed in between (entries with their inode numbers).
+	// join segments that are not adjacent. So unless the directory's ctime
+	// vouches that nothing in it changed from before the listing to after the
+	// stats (almost every directory at almost every scan: its files grow, its
+	// entries stay), the directory is listed again after the stats, and the
+	// stream is scanned again until nothing it matches changed in between
+	// (entries with their inode numbers).
 	for try := 1; ; try++ {
 		if !cache.ok {
-			cache.ents, cache.err = list(d)
+			cache.since, cache.settled = s.settled(d)
+			cache.ents, cache.err = s.list(d)
 			cache.ok = true
 		}
 		if cache.err != nil {
@@ -380,7 +425,10 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 			break
 		}
 		before := s.scanStream(d, cache.ents, res)
-		after, err := s.fingerprint(d, res.Stream.Pattern)
+		if unchangedSince(d, cache.since, cache.settled) {
+			break
+		}
+		after, err := s.fingerprint(d, s.globs[res.Stream.Pattern])
 		if err != nil {
 			res.Err = err
 			break
@@ -410,7 +458,8 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 //
 // The stats confirm every listed name: a rename onto or away from a name not
 // yet stat'ed shows another file or none there. The listing after them is
-// still needed: a large directory is listed in several getdents calls, and a
+// still needed, unless the directory's ctime vouches that nothing changed (as
+// in rescan): a large directory is listed in several getdents calls, and a
 // file renamed during the listing from a part not yet read to a part already
 // read is in neither; the full scan's second listing catches that too.
 //
@@ -421,7 +470,8 @@ func (s *Scanner) verify(d *fsx.Dir, res *Result, kept []model.Segment) bool {
 	for i := range kept {
 		want.add(kept[i].Name, kept[i].ID.Ino)
 	}
-	if before, err := s.fingerprint(d, res.Stream.Pattern); err != nil || before != want {
+	since, settled := s.settled(d)
+	if before, err := s.fingerprint(d, s.globs[res.Stream.Pattern]); err != nil || before != want {
 		return false
 	}
 	if s.listed != nil {
@@ -441,8 +491,10 @@ func (s *Scanner) verify(d *fsx.Dir, res *Result, kept []model.Segment) bool {
 	if changed.Load() {
 		return false
 	}
-	if after, err := s.fingerprint(d, res.Stream.Pattern); err != nil || after != want {
-		return false
+	if !unchangedSince(d, since, settled) {
+		if after, err := s.fingerprint(d, s.globs[res.Stream.Pattern]); err != nil || after != want {
+			return false
+		}
 	}
 	if res.Stream.Order == "mtime" {
 		Sort(kept, "mtime") // times may have moved; in name order nothing can
@@ -504,7 +556,10 @@ type dirent struct {
 	ino  uint64
 }
 
-func list(d *fsx.Dir) ([]dirent, error) {
+func (s *Scanner) list(d *fsx.Dir) ([]dirent, error) {
+	if s.listing != nil {
+		s.listing(d.Path())
+	}
 	var out []dirent
 	err := d.EachEntry(func(name []byte, ino uint64) {
 		out = append(out, dirent{string(name), ino})
@@ -512,13 +567,9 @@ func list(d *fsx.Dir) ([]dirent, error) {
 	return out, err
 }
 
-// matches says whether a directory entry belongs to a stream with pattern.
-func matches(pattern, name string) bool {
-	if fsx.IsTemp(name) {
-		return false
-	}
-	m, _ := filepath.Match(pattern, name)
-	return m
+// matches says whether a directory entry belongs to a stream with pattern g.
+func matches(g model.Glob, name string) bool {
+	return !fsx.IsTemp(name) && g.Match(name)
 }
 
 // print is an order-independent digest of a stream's entries (names and inode
@@ -544,11 +595,14 @@ func (p *print) add(name string, ino uint64) {
 	p.sum += x
 }
 
-// fingerprint lists d again and digests the entries matching pattern.
-func (s *Scanner) fingerprint(d *fsx.Dir, pattern string) (print, error) {
+// fingerprint lists d again and digests the entries matching g.
+func (s *Scanner) fingerprint(d *fsx.Dir, g model.Glob) (print, error) {
+	if s.listing != nil {
+		s.listing(d.Path())
+	}
 	var p print
 	err := d.EachEntry(func(name []byte, ino uint64) {
-		if n := string(name); matches(pattern, n) {
+		if n := string(name); matches(g, n) {
 			p.add(n, ino)
 		}
 	})
@@ -560,8 +614,9 @@ func (s *Scanner) fingerprint(d *fsx.Dir, pattern string) (print, error) {
 func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	var fp print
 	matched := make([]string, 0, len(ents))
+	g := s.globs[res.Stream.Pattern]
 	for _, e := range ents {
-		if matches(res.Stream.Pattern, e.name) {
+		if matches(g, e.name) {
 			matched = append(matched, e.name)
 			fp.add(e.name, e.ino)
 		}

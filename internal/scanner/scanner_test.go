@@ -545,10 +545,14 @@ func inodes(t *testing.T, dir string) map[uint64]string {
 // A rotation between the listing and the stats moves the oldest segment to a
 // name that was not listed: the scan must not come back without it (a merge
 // or a batch planned around a missing segment joins segments that are not
-// adjacent). The same for a re-read that verifies the previous list.
+// adjacent). The same for a re-read that verifies the previous list; and
+// for a directory whose ctime lies long enough in the past that it is not
+// listed again when the ctime has not moved (settled: the scanner's clock is
+// an hour ahead).
 func TestARotationDuringTheScanMissesNoSegment(t *testing.T) {
-	for _, reread := range []bool{false, true} {
-		t.Run(fmt.Sprintf("reread=%v", reread), func(t *testing.T) {
+	for _, c := range []struct{ reread, settled bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("reread=%v,settled=%v", c.reread, c.settled), func(t *testing.T) {
+			reread := c.reread
 			dir := t.TempDir()
 			write(t, filepath.Join(dir, "app.log"), "5\n", 10*time.Minute)
 			for i := 1; i <= 3; i++ {
@@ -556,6 +560,9 @@ func TestARotationDuringTheScanMissesNoSegment(t *testing.T) {
 			}
 			s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{})
 			defer s.Close()
+			if c.settled {
+				s.wallNow = hourAhead
+			}
 			if reread {
 				if r := scanOne(t, s); len(r.Segments) != 4 {
 					t.Fatalf("first scan: %v", names(r))
@@ -678,6 +685,53 @@ func TestAReReadKeepsTheListOfAnUnchangedDirectory(t *testing.T) {
 	scanOne(t, s)
 	s.listed = func(string) { write(t, filepath.Join(dir, "app-5.log"), "w\n", 0) }
 	check("app-5.log created during the re-read", "app-2.log app-1.log app-4.log app-5.log", 0)
+	// The same when the directory's ctime looks old: it moved.
+	s.listed, s.wallNow = nil, hourAhead
+	scanOne(t, s)
+	s.listed = func(string) { write(t, filepath.Join(dir, "app-6.log"), "w\n", 0) }
+	check("app-6.log created during a re-read of a settled dir", "app-2.log app-1.log app-4.log app-5.log app-6.log", 0)
+}
+
+// hourAhead is a scanner clock an hour ahead: every directory's ctime looks
+// settled.
+func hourAhead() time.Time { return time.Now().Add(time.Hour) }
+
+// A directory whose ctime lies quietFor in the past and has not moved by the
+// end of the stats is listed once per scan, by a full scan and by a re-read
+// that keeps its list; one changed within quietFor is listed again after the
+// stats, as is one whose ctime moved (an entry appeared) during the scan.
+func TestASettledDirectoryIsListedOnce(t *testing.T) {
+	dir := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		write(t, filepath.Join(dir, fmt.Sprintf("app-%d.log", i)), "x\n", time.Duration(4-i)*time.Hour)
+	}
+	s := New([]config.Stream{stream(dir, "app-*.log", "name")}, Options{})
+	defer s.Close()
+	listings := 0
+	s.listing = func(string) { listings++ }
+	count := func(what string, want int, verified bool) {
+		t.Helper()
+		listings = 0
+		r := scanOne(t, s)
+		if listings != want || r.Verified != verified || len(r.Segments) < 3 {
+			t.Fatalf("%s: %d listings (want %d), verified %v (want %v), %v", what, listings, want, r.Verified, verified, names(r))
+		}
+		s.Forget()
+	}
+	count("changed just now", 2, false)
+	s.wallNow = hourAhead
+	count("settled", 1, false)
+	scanOne(t, s)
+	listings = 0
+	if r := scanOne(t, s); listings != 1 || !r.Verified {
+		t.Fatalf("a re-read of a settled dir: %d listings, verified %v", listings, r.Verified)
+	}
+	s.Forget()
+	s.listed = func(string) { write(t, filepath.Join(dir, "x"), "", 0) }
+	count("an entry created during the scan", 2, false)
+	// A clock a second ahead: the ctime (the entry just made) is within quietFor.
+	s.listed, s.wallNow = nil, func() time.Time { return time.Now().Add(time.Second) }
+	count("changed a second ago", 2, false)
 }
 
 // A large directory is verified in parallel chunks: a change past the first
@@ -716,6 +770,7 @@ func TestADirectoryThatNeverSettlesIsNotActedOn(t *testing.T) {
 	write(t, filepath.Join(dir, "app.log.1"), "y\n", 2*time.Hour)
 	s := New([]config.Stream{stream(dir, "app.log*", "mtime")}, Options{})
 	defer s.Close()
+	s.wallNow = hourAhead // the ctime looks old: only its moving tells the renames
 	highest := 1
 	s.listed = func(string) {
 		rotateNumbered(t, dir, highest)
