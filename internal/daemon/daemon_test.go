@@ -25,6 +25,7 @@ import (
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -475,7 +476,15 @@ func TestTheDaemonsPlanHasEachRowOnce(t *testing.T) {
 // explains are removed from every managed dir and every stream's cold subdir,
 // by a few workers; a dir that two streams share is swept once, a cold dir
 // they share is opened once for both subdirs, and each file is reported once.
+// The same whether the sweep runs from Recover or after the first pass of
+// once or run (which saw temporary names there).
 func TestOrphanSweepOfASharedDir(t *testing.T) {
+	for _, how := range []string{"Recover", "Once", "Run"} {
+		t.Run(how, func(t *testing.T) { testOrphanSweepOfASharedDir(t, how) })
+	}
+}
+
+func testOrphanSweepOfASharedDir(t *testing.T, how string) {
 	dir := t.TempDir()
 	logs := filepath.Join(dir, "logs")
 	if err := os.Mkdir(logs, 0o755); err != nil {
@@ -509,9 +518,30 @@ streams:
 		colds = append(colds, sub)
 	}
 	core, logged := observer.New(zap.WarnLevel)
-	d := openDaemon(t, cfg, Options{Logger: zap.New(core)})
-	if err := d.Recover(); err != nil {
-		t.Fatal(err)
+	ready := make(chan struct{}, 1)
+	d := openDaemon(t, cfg, Options{Logger: zap.New(core), Notify: func(s string) {
+		if s == "READY=1" {
+			ready <- struct{}{}
+		}
+	}})
+	switch how {
+	case "Recover":
+		if err := d.Recover(); err != nil {
+			t.Fatal(err)
+		}
+	case "Once":
+		if _, err := d.Once(); err != nil {
+			t.Fatal(err)
+		}
+	case "Run":
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx, nil, nil) }()
+		<-ready // after the first cycle
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 	said := map[string]int{}
 	for _, e := range logged.FilterMessage("removed a temporary file no journaled operation explains").All() {
@@ -530,5 +560,20 @@ streams:
 		if n != 1 {
 			t.Errorf("%s reported removed %d times", f, n)
 		}
+	}
+}
+
+// The start-up sweep skips a managed dir only when every stream in it was
+// listed whole by the first pass without a temporary name.
+func TestListedWithoutTemps(t *testing.T) {
+	res := func(name, dir string, noTemps bool) scanner.Result {
+		return scanner.Result{Stream: config.Stream{Name: name, Dir: dir}, NoTemps: noTemps}
+	}
+	got := listedWithoutTemps(map[string]scanner.Result{
+		"a": res("a", "/l/shared", true), "b": res("b", "/l/shared/", false),
+		"c": res("c", "/l/clean/", true), "d": res("d", "/l/temps", false),
+	})
+	if len(got) != 1 || !got["/l/clean"] {
+		t.Fatalf("got %v, want only /l/clean", got)
 	}
 }

@@ -26,9 +26,10 @@ import (
 // decides, logs everything and saves the growth history.
 func (d *Daemon) Once() (*Report, error) {
 	d.probeTiers()
-	rerr := d.Recover()
+	rerr := d.recover(true)
 	d.probe.Sample()
 	r := d.Pass(nil, nil)
+	d.sweepAtStart()
 	d.logReport(r)
 	d.act()
 	d.exec.wait()
@@ -81,12 +82,17 @@ func (d *Daemon) onceSummary(r *Report, err error) {
 
 // Recover runs recovery of the intent journal (before the first scan), then
 // compacts the journal. Errors are logged loudly and returned.
-func (d *Daemon) Recover() error { return d.recover(true) }
+func (d *Daemon) Recover() error {
+	err := d.recover(true)
+	d.sweep(nil)
+	return err
+}
 
 // recover recovers the ops no running job owns. At start it also reminds of
 // ops still blocked; run calls it again now and then (recoverLater), quietly
 // for those, so that an op left pending (its cold dir was down, a crash hid a
-// segment under a temporary name) does not wait for a restart.
+// segment under a temporary name) does not wait for a restart. The temporary
+// files no op explains are swept after the first pass (sweepAtStart).
 func (d *Daemon) recover(atStart bool) error {
 	if d.journal == nil || d.ops == nil || d.journalErr != nil {
 		return nil
@@ -106,9 +112,6 @@ func (d *Daemon) recover(atStart bool) error {
 			zap.String("stream", op.Stream), zap.Uint64("op", op.ID), zap.String("kind", string(op.Kind)),
 			zap.ByteString("output", []byte(op.Output)), zap.String("reason", op.Blocked))
 	}
-	if atStart {
-		d.removeOrphanTemps()
-	}
 	if err != nil {
 		d.log.Error("recovery left operations unfinished", zap.Error(err))
 		return err
@@ -119,12 +122,48 @@ func (d *Daemon) recover(atStart bool) error {
 	return nil
 }
 
+// sweepAtStart removes the temporary files no op explains (sweep), after the
+// first pass of a process and before it acts (the ops it starts make temporary
+// files the sweep's journal did not know). A managed dir that pass listed
+// whole without a temporary name in it is not listed again: at 1,000 dirs
+// that second listing of every dir was a seventh of a fresh `once`. The
+// files it removes are invisible to a scan (fsx.IsTemp), so the pass saw
+// what it would have seen after the sweep.
+func (d *Daemon) sweepAtStart() { d.sweep(listedWithoutTemps(d.last)) }
+
+// listedWithoutTemps is the managed dirs the scans listed whole without a
+// temporary name in them; of a dir two streams share, both must say so.
+func listedWithoutTemps(scans map[string]scanner.Result) map[string]bool {
+	clean := map[string]bool{}
+	for _, r := range scans {
+		if r.NoTemps {
+			clean[filepath.Clean(r.Stream.Dir)] = true
+		}
+	}
+	for _, r := range scans {
+		if !r.NoTemps {
+			delete(clean, filepath.Clean(r.Stream.Dir))
+		}
+	}
+	return clean
+}
+
+// sweep removes the orphaned temporary files (removeOrphanTemps) when the
+// journal is usable, in every managed dir but those in listed.
+func (d *Daemon) sweep(listed map[string]bool) {
+	if d.journal == nil || d.ops == nil || d.journalErr != nil {
+		return
+	}
+	d.removeOrphanTemps(listed)
+}
+
 // removeOrphanTemps removes, at start and after recovery, the temporary files
-// in the managed dirs and the streams' cold subdirs that no pending op
-// explains (their journal was lost with a deleted state dir, say): staged
-// outputs and files taken to be deleted go; a segment taken to be moved (the
-// only copy of its bytes) is left and reported.
-func (d *Daemon) removeOrphanTemps() {
+// in the managed dirs (but those in listed: seen without one) and the
+// streams' cold subdirs that no pending op explains (their journal was lost
+// with a deleted state dir, say): staged outputs and files taken to be
+// deleted go; a segment taken to be moved (the only copy of its bytes) is
+// left and reported.
+func (d *Daemon) removeOrphanTemps(listed map[string]bool) {
 	explained := map[string]bool{} // dir path + "/" + temp name
 	ids := map[fsx.FileID]bool{}
 	for _, op := range d.journal.Pending() {
@@ -171,7 +210,7 @@ func (d *Daemon) removeOrphanTemps() {
 	swept := map[string]bool{}     // streams may share a dir: it is swept once, not by two goroutines at once
 	roots := map[string]*fsx.Dir{} // a cold dir, opened once for all its streams' subdirs
 	for _, s := range d.cfg.Streams {
-		if dir := filepath.Clean(s.Dir); !swept[dir] {
+		if dir := filepath.Clean(s.Dir); !swept[dir] && !listed[dir] {
 			swept[dir] = true
 			if hot, err := opener.Open(dir); err == nil {
 				sweep(s.Name, hot)
@@ -451,9 +490,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 		}
 	}()
 	d.probeTiers()
-	if err := d.Recover(); err != nil {
+	if err := d.recover(true); err != nil {
 		d.log.Error("continuing with unfinished operations left as they are", zap.Error(err))
 	}
+	swept := false
 	stopControl := d.serveControl(ctx)
 	defer stopControl()
 	var results <-chan struct{}
@@ -468,6 +508,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}, load func() (*
 			lastFull = d.opts.Now()
 		}
 		r := d.Pass(only, unchanged)
+		if !swept {
+			d.sweepAtStart()
+			swept = true
+		}
 		d.logReport(r)
 		if only == nil && unchanged == nil && d.ops != nil && d.ops.Idle() > 0 {
 			_ = d.recover(false) // logged inside

@@ -73,8 +73,12 @@ type Result struct {
 	// sizes and times refreshed in place (no new list: a safety-net re-read
 	// of 100,000 unchanged segments made 29 MB of garbage).
 	Verified bool
-	marked   bool            // some segment is marked writing (see Scanner.marked)
-	kept     []model.Segment // while a re-read runs: the previous scan's list, to verify
+	// NoTemps: this scan listed the whole directory and it held no temporary
+	// name (fsx.IsTemp): the start-up sweep for orphaned temporary files need
+	// not list it again. False for a result reused, verified or failed.
+	NoTemps bool
+	marked  bool            // some segment is marked writing (see Scanner.marked)
+	kept    []model.Segment // while a re-read runs: the previous scan's list, to verify
 }
 
 type leaseKey = fsx.FileID
@@ -444,7 +448,7 @@ func (s *Scanner) rescan(d *fsx.Dir, res *Result, cache *listing, fs *space) {
 		res.Segments, res.Foreign = nil, nil
 	}
 	if res.Err != nil {
-		res.Segments, res.Foreign, res.marked = nil, nil, false
+		res.Segments, res.Foreign, res.marked, res.NoTemps = nil, nil, false, false
 	}
 }
 
@@ -615,8 +619,13 @@ func (s *Scanner) scanStream(d *fsx.Dir, ents []dirent, res *Result) print {
 	var fp print
 	matched := make([]string, 0, len(ents))
 	g := s.globs[res.Stream.Pattern]
+	res.NoTemps = true
 	for _, e := range ents {
-		if matches(g, e.name) {
+		if fsx.IsTemp(e.name) {
+			res.NoTemps = false
+			continue
+		}
+		if g.Match(e.name) {
 			matched = append(matched, e.name)
 			fp.add(e.name, e.ino)
 		}

@@ -920,3 +920,32 @@ func TestFreeSpaceIsAskedOncePerFilesystem(t *testing.T) {
 		}
 	}
 }
+
+// NoTemps says a scan listed the whole directory and saw no temporary name:
+// set by a full scan of a directory without one, not with one, and never by
+// a re-read that kept its list, a reused result or a failed one.
+func TestNoTempsIsSaidOnlyOfAWholeListingWithoutOne(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "app-1.log"), "x\n", time.Hour)
+	s := New([]config.Stream{stream(dir, "app-*.log", "name")}, Options{})
+	defer s.Close()
+	if r := scanOne(t, s); !r.NoTemps || r.Verified {
+		t.Fatalf("a full scan without a temporary name: NoTemps %v, verified %v", r.NoTemps, r.Verified)
+	}
+	if r := scanOne(t, s); r.NoTemps || !r.Verified {
+		t.Fatalf("a re-read that kept its list: NoTemps %v, verified %v", r.NoTemps, r.Verified)
+	}
+	if rs := s.Scan(time.Now(), nil, map[string]bool{filepath.Clean(dir): true}); len(rs) != 1 || !rs[0].Reused || rs[0].NoTemps {
+		t.Fatalf("a reused result: %+v", rs)
+	}
+	s.Forget()
+	write(t, filepath.Join(dir, fsx.TempPrefix+"o-1"), "staged\n", 0)
+	if r := scanOne(t, s); r.NoTemps || len(r.Segments) != 1 {
+		t.Fatalf("a full scan with a temporary name: NoTemps %v, %v", r.NoTemps, names(r))
+	}
+	gone := New([]config.Stream{stream(filepath.Join(dir, "missing"), "app-*.log", "name")}, Options{})
+	defer gone.Close()
+	if rs := gone.Scan(time.Now(), nil, nil); len(rs) != 1 || rs[0].Err == nil || rs[0].NoTemps {
+		t.Fatalf("a failed scan: %+v", rs)
+	}
+}
