@@ -83,17 +83,27 @@ const pacedStep = 256 << 10
 
 // copyRaw concatenates the inputs as they are (compress: none) with in-kernel
 // copies, chunk by chunk, pacing and checking the leases between chunks. The
-// checksums are then taken in one read-back pass over the output, which also
-// verifies what the kernel wrote: the CRC of each input's range and of the
-// whole output.
-func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (fsx.Commit, error) {
+// checksums are taken by reading back what the kernel wrote — each input's
+// range of the output and its inserted newline, if any — which also verifies
+// the copy: the CRC of each input's range and of the whole output. The
+// read-back of an input's range runs (readBack) while the next input is
+// copied: the read is CPU and page cache, the copy mostly waits on the disk.
+func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (c fsx.Commit, err error) {
 	chunk := int64(e.ChunkSize)
 	if chunk <= 0 {
 		chunk = 16 << 20
 	}
-	var c fsx.Commit
 	var target codec.Encoding
-	starts := make([]int64, len(ins))
+	rb := startReadBack(out, len(ins))
+	defer func() {
+		crcs, outCRC, rerr := rb.wait()
+		if err == nil && rerr != nil {
+			err = fmt.Errorf("verify output: %w", rerr)
+		}
+		if err == nil {
+			c.InputCRCs, c.OutSize, c.OutCRC = crcs, out.Size(), outCRC
+		}
+	}()
 	for i, in := range ins {
 		enc := sniff(in)
 		if i == 0 {
@@ -102,7 +112,7 @@ func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (f
 			return c, fmt.Errorf("%w: %q is %s after %s", ErrMixedEncoding, in.Name, enc, target)
 		}
 		size := in.Ref.Size
-		starts[i] = out.Size()
+		start := out.Size()
 		for off := int64(0); off < size; {
 			if in.Broken() {
 				return c, fmt.Errorf("input %q: %w", in.Name, fsx.ErrLeaseBroken)
@@ -135,41 +145,70 @@ func (e *Env) copyRaw(ctx context.Context, out *fsx.Output, ins []*fsx.Input) (f
 				c.Newlines = append(c.Newlines, uint32(i))
 			}
 		}
+		rb.spans <- span{start: start, end: start + size, next: out.Size()}
 	}
-	// Read back what the kernel wrote: each input's range, then its newline if
-	// any — while the disk writes it (Flush): the read is CPU, the fsync disk.
+	// The disk writes what is left (Flush) while the last range is read back.
 	out.Flush()
-	buf := make([]byte, 1<<20)
-	var outCRC uint32
-	total := out.Size()
-	for i, in := range ins {
-		end := starts[i] + in.Ref.Size
-		var inCRC uint32
-		for at := starts[i]; at < end; {
-			k, err := out.ReadAt(buf[:min(int64(len(buf)), end-at)], at)
-			if k > 0 {
-				inCRC = fsx.UpdateChecksum(inCRC, buf[:k])
-				outCRC = fsx.UpdateChecksum(outCRC, buf[:k])
-				at += int64(k)
-			} else if err != nil {
-				return c, fmt.Errorf("verify output: %w", err)
-			}
-		}
-		c.InputCRCs = append(c.InputCRCs, inCRC)
-		next := total
-		if i+1 < len(starts) {
-			next = starts[i+1]
-		}
-		if next > end {
-			nl := make([]byte, 1)
-			if _, err := out.ReadAt(nl, end); err != nil || nl[0] != '\n' {
-				return c, fmt.Errorf("verify output: inserted newline missing (%v)", err)
-			}
-			outCRC = fsx.UpdateChecksum(outCRC, nl)
-		}
-	}
-	c.OutSize, c.OutCRC = total, outCRC
 	return c, nil
+}
+
+// span is one input's range of a merge's output, [start, end), and where the
+// next one starts: end, or end+1 after an inserted newline.
+type span struct{ start, end, next int64 }
+
+// readBack checksums a merge's output span by span, in order, in its own
+// goroutine, as copyRaw hands them over.
+type readBack struct {
+	spans  chan span
+	done   chan struct{}
+	crcs   []uint32
+	outCRC uint32
+	err    error
+}
+
+func startReadBack(out *fsx.Output, n int) *readBack {
+	rb := &readBack{spans: make(chan span, n), done: make(chan struct{})}
+	go func() {
+		defer close(rb.done)
+		buf := make([]byte, 1<<20)
+		for sp := range rb.spans {
+			if rb.err != nil {
+				continue // drain: copyRaw stops at its next span
+			}
+			var inCRC uint32
+			for at := sp.start; at < sp.end; {
+				k, err := out.ReadAt(buf[:min(int64(len(buf)), sp.end-at)], at)
+				if k > 0 {
+					inCRC = fsx.UpdateChecksum(inCRC, buf[:k])
+					rb.outCRC = fsx.UpdateChecksum(rb.outCRC, buf[:k])
+					at += int64(k)
+				} else if err != nil {
+					rb.err = err
+					break
+				}
+			}
+			if rb.err != nil {
+				continue
+			}
+			rb.crcs = append(rb.crcs, inCRC)
+			if sp.next > sp.end {
+				nl := make([]byte, 1)
+				if _, err := out.ReadAt(nl, sp.end); err != nil || nl[0] != '\n' {
+					rb.err = fmt.Errorf("inserted newline missing (%v)", err)
+					continue
+				}
+				rb.outCRC = fsx.UpdateChecksum(rb.outCRC, nl)
+			}
+		}
+	}()
+	return rb
+}
+
+// wait ends the read-back (no more spans) and gives its checksums.
+func (rb *readBack) wait() ([]uint32, uint32, error) {
+	close(rb.spans)
+	<-rb.done
+	return rb.crcs, rb.outCRC, rb.err
 }
 
 // copyCompressed streams every input into out, in order, through the pacer,

@@ -151,6 +151,43 @@ func TestMergeIsByteExact(t *testing.T) {
 	}
 }
 
+// TestMergeCommitsTheChecksumsOfWhatItWrote: the read-back, which runs beside
+// the copy of the next input, hands the commit each input's CRC in input order
+// and the output's CRC over everything, inserted newlines included.
+func TestMergeCommitsTheChecksumsOfWhatItWrote(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	contents := []string{strings.Repeat("alpha\n", 3000), "beta", "", strings.Repeat("gamma ", 9000), strings.Repeat("delta\n", 100)}
+	var names []string
+	for i, c := range contents {
+		n := fmt.Sprintf("app-%d.log", i+1)
+		r.write(n, c)
+		names = append(names, n)
+	}
+	var got fsx.Commit
+	r.env.Ops.Verify = map[fsx.OpKind]fsx.VerifyFunc{fsx.KindMerge: func(_ io.Reader, _ []fsx.FileRef, c *fsx.Commit) error {
+		got = *c
+		return nil
+	}}
+	if _, err := r.env.Merge(context.Background(), r.job(names...)); err != nil {
+		t.Fatal(err)
+	}
+	out := r.read("app-1~c1.log")
+	if got.OutSize != int64(len(out)) || got.OutCRC != fsx.UpdateChecksum(0, []byte(out)) {
+		t.Fatalf("commit says %d bytes, CRC %08x; the output has %d, CRC %08x", got.OutSize, got.OutCRC, len(out), fsx.UpdateChecksum(0, []byte(out)))
+	}
+	if len(got.InputCRCs) != len(contents) {
+		t.Fatalf("%d input CRCs for %d inputs", len(got.InputCRCs), len(contents))
+	}
+	for i, c := range contents {
+		if want := fsx.UpdateChecksum(0, []byte(c)); got.InputCRCs[i] != want {
+			t.Errorf("input %d: CRC %08x committed, %08x is its content's", i+1, got.InputCRCs[i], want)
+		}
+	}
+	if fmt.Sprint(got.Newlines) != "[1 3]" {
+		t.Fatalf("newlines inserted after %v, want after inputs [1 3] (0-based)", got.Newlines)
+	}
+}
+
 func TestMergeCompresses(t *testing.T) {
 	for _, c := range []string{"gzip", "zstd"} {
 		t.Run(c, func(t *testing.T) {
