@@ -182,6 +182,13 @@ func startReadBack(out *fsx.Output, n int) *readBack {
 					inCRC = fsx.UpdateChecksum(inCRC, buf[:k])
 					rb.outCRC = fsx.UpdateChecksum(rb.outCRC, buf[:k])
 					at += int64(k)
+				} else if errors.Is(err, io.EOF) {
+					// A hole the input ends in, skipped: nothing is written past
+					// it yet (the next input, or the final truncate, extends the
+					// output). It reads as zeros.
+					inCRC = fsx.ChecksumZeros(inCRC, sp.end-at)
+					rb.outCRC = fsx.ChecksumZeros(rb.outCRC, sp.end-at)
+					at = sp.end
 				} else if err != nil {
 					rb.err = err
 					break

@@ -500,6 +500,42 @@ func TestMergeKeepsHoles(t *testing.T) {
 	}
 }
 
+// TestMergeOfInputsEndingInAHole: a hole at the end of an input is skipped, so
+// the output ends short of it until the next input (or the final truncate)
+// extends it; its read-back counts the zeros it will read as. Compressed
+// inputs get no newline after them, so nothing is written over the hole.
+func TestMergeOfInputsEndingInAHole(t *testing.T) {
+	r := newRig(t, filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "state"))
+	var want []byte
+	for _, n := range []string{"app-1.log.zst", "app-2.log.zst", "app-3.log.zst"} {
+		f, err := os.Create(filepath.Join(r.logs, n))
+		must(t, err)
+		_, err = f.Write(append([]byte{0x28, 0xb5, 0x2f, 0xfd}, n...))
+		must(t, err)
+		must(t, f.Truncate(4<<20))
+		must(t, f.Close())
+		b, err := os.ReadFile(filepath.Join(r.logs, n))
+		must(t, err)
+		want = append(want, b...)
+	}
+	var got fsx.Commit
+	r.env.Ops.Verify = map[fsx.OpKind]fsx.VerifyFunc{fsx.KindMerge: func(_ io.Reader, _ []fsx.FileRef, c *fsx.Commit) error {
+		got = *c
+		return nil
+	}}
+	j := r.job("app-1.log.zst", "app-2.log.zst", "app-3.log.zst")
+	j.Output = "app-1~c1.log.zst"
+	if _, err := r.env.Merge(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal([]byte(r.read("app-1~c1.log.zst")), want) {
+		t.Fatal("output differs from the concatenation")
+	}
+	if got.OutCRC != fsx.UpdateChecksum(0, want) || got.InputCRCs[2] != fsx.UpdateChecksum(0, want[8<<20:]) {
+		t.Fatalf("commit's checksums %08x %08x are not the output's", got.OutCRC, got.InputCRCs)
+	}
+}
+
 // A paced compressing merge is charged for the bytes it reads, not for its
 // buffer: forty 2 KB inputs were charged a chunk each, twice (the data and
 // the read that sees EOF), and slept accordingly.

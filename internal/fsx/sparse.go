@@ -66,6 +66,9 @@ func ChecksumFile(f *os.File, size int64) (uint32, error) {
 	return crc, nil
 }
 
+// ChecksumZeros extends crc by n zero bytes, computed, not read.
+func ChecksumZeros(crc uint32, n int64) uint32 { return crcZeros(crc, n) }
+
 // crcZeros extends a CRC-32C (as crc32.Update computes it) by n zero bytes in
 // O(log n): appending zeros is a linear map of the CRC register, applied here
 // by squaring the one-zero-byte operator (zlib's crc32_combine method).
