@@ -135,6 +135,33 @@ func TestMtimeOrder(t *testing.T) {
 	}
 }
 
+// TestMtimeTiesGoByBirth: segments whose last writes fell in one tick of the
+// kernel's clock share an mtime; a renumbering writer's names then say the
+// opposite of the truth (app.log sorts before app.log.1), their births do not.
+// Without a birth time (0: the filesystem keeps none) the name decides.
+func TestMtimeTiesGoByBirth(t *testing.T) {
+	const tick = int64(1_700_000_000_000_000_000)
+	seg := func(name string, mtime, birth int64) model.Segment {
+		return model.Segment{Name: name, MtimeNs: mtime, ID: model.SegmentID{Ino: uint64(len(name)), Gen: birth}}
+	}
+	es := []model.Segment{
+		seg("app.log", tick, tick-10),
+		seg("app.log.1", tick, tick-200),
+		seg("app.log.3", tick-5_000_000, tick-900),
+		seg("app.log.2", tick, tick-400),
+		seg("b.log", tick+1, 0),
+		seg("a.log", tick+1, 0),
+	}
+	Sort(es, "mtime")
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Name)
+	}
+	if want := "app.log.3 app.log.2 app.log.1 app.log a.log b.log"; strings.Join(got, " ") != want {
+		t.Fatalf("order %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
 // A scan takes no lease; CheckWriters asks only of the segments it is given,
 // marks the one held open for writing, and a later scan keeps the answer
 // without asking again.
