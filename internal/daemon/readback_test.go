@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/logcompactd/logcompactd/internal/codec"
+	"github.com/logcompactd/logcompactd/internal/config"
+	"golang.org/x/sys/unix"
+)
+
+func birth(t *testing.T, path string) int64 {
+	t.Helper()
+	var x unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_BTIME, &x); err != nil || x.Mask&unix.STATX_BTIME == 0 {
+		t.Fatalf("%s: no birth time (%v): the filesystem under the test's temp dir must keep one", path, err)
+	}
+	return x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+}
+
+// bornAfter writes data to path, created anew until its birth time is later
+// than older's: one tick of the kernel's coarse clock at most (a writer rotates
+// tens of milliseconds apart at the least).
+func bornAfter(t *testing.T, path string, data []byte, older string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if birth(t, path) > birth(t, older) {
+			return
+		}
+		if i == 100000 {
+			t.Fatal("the birth time never moved on")
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func zstdOf(t *testing.T, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := codec.NewWriter(codec.Zstd, &b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestCatOfTiedMtimesGoesByBirth: a renumbering writer's last batch to one file
+// and its first to the next fell in one clock tick, so the two share an mtime
+// and their names sort the wrong way round: app.log before app.log.1 in hot;
+// in cold, where the second archive of one time-name is "<name>.1.zst", that
+// before "<name>.zst". `cat` reads the older-born first, as the daemon orders
+// the stream (scanner.Sort), and the archive made first.
+func TestCatOfTiedMtimesGoesByBirth(t *testing.T) {
+	dir := t.TempDir()
+	logs, cold := filepath.Join(dir, "logs"), filepath.Join(dir, "cold", "app")
+	for _, d := range []string{logs, cold} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const stamp = "app.log.20231114T221320.004000000Z"
+	paths := []string{filepath.Join(cold, stamp+".zst"), filepath.Join(cold, stamp+".1.zst"),
+		filepath.Join(logs, "app.log.1"), filepath.Join(logs, "app.log")}
+	if err := os.WriteFile(paths[0], zstdOf(t, "one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bornAfter(t, paths[1], zstdOf(t, "two\n"), paths[0])
+	bornAfter(t, paths[2], []byte("three\n"), paths[1])
+	bornAfter(t, paths[3], []byte("four\n"), paths[2])
+	tick := time.Unix(1_700_000_000, 4_000_000)
+	for _, p := range paths {
+		if err := os.Chtimes(p, tick, tick); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `state_dir: %s/state
+load: {enabled: false}
+archive: {cold_dir: %s/cold}
+streams:
+  - {name: app, dir: %s, pattern: "app.log*", order: mtime}
+`, dir, dir, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Cat(context.Background(), cfg, "app", Window{}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "one\ntwo\nthree\nfour\n" {
+		t.Fatalf("cat gave %q, want each file after the one born before it", out.String())
+	}
+}
