@@ -121,10 +121,35 @@ func Plan(s *model.Stream, in Input) Decision {
 	nameOrder := s.Config.Order != "mtime"
 	var run []int
 	var runBytes int64
+	tie := ""
 	flush := func() {
 		defer func() { run, runBytes = nil, 0 }()
+		if !nameOrder {
+			// An output takes its last input's mtime and is born at the merge:
+			// sharing that mtime with a segment outside the run, it would sort
+			// after it by birth (scanner.Sort) whatever the truth. Such an input
+			// waits (the tie is with a segment still being written, as a rule,
+			// and its next write ends it).
+			for len(run) > 0 {
+				last := run[len(run)-1]
+				next := last + 1
+				if next < len(s.Segments) && s.Segments[next].MtimeNs == s.Segments[last].MtimeNs ||
+					run[0] > 0 && s.Segments[run[0]-1].MtimeNs == s.Segments[last].MtimeNs {
+					if tie == "" {
+						tie = fmt.Sprintf("%s shares its mtime with a segment next to it: no merge ends with it", s.Segments[last].Name)
+					}
+					run = run[:len(run)-1]
+					continue
+				}
+				break
+			}
+		}
 		if len(run) < 2 {
 			return
+		}
+		runBytes = 0
+		for _, i := range run {
+			runBytes += s.Segments[i].Size
 		}
 		first, last := run[0], run[len(run)-1]
 		before, after := "", ""
@@ -166,6 +191,9 @@ func Plan(s *model.Stream, in Input) Decision {
 	flush()
 	if len(d.Jobs) == 0 && d.Why == "" {
 		d.Why = "no two adjacent eligible segments fit within target_size"
+		if tie != "" {
+			d.Why = tie
+		}
 	}
 	return d
 }

@@ -178,3 +178,42 @@ func TestAJobHasAtMostMaxInputs(t *testing.T) {
 		t.Fatalf("%d jobs over %d inputs", len(d.Jobs), total)
 	}
 }
+
+// TestNoMergeEndsWithAnMtimeItShares: in an mtime-ordered stream an output
+// takes its last input's mtime and is born at the merge, so it would sort after
+// any other segment of that mtime (birth breaks the tie). A run never ends with
+// such an input: here app-000005 shares its mtime with the active app-000006
+// (a renumbering writer's last batch to the old file and first to the new fell
+// in one clock tick), and app-000008/9 with the consolidated app-000007~c1
+// before them.
+func TestNoMergeEndsWithAnMtimeItShares(t *testing.T) {
+	ss := withActive(segs(5, 10*MiB, model.Closed))
+	for i := range ss {
+		ss[i].MtimeNs = int64(i+1) * 1e9
+	}
+	ss[4].MtimeNs = ss[5].MtimeNs
+	s := stream(MiB, ss...)
+	s.Config.Order = "mtime"
+	d := Plan(s, Input{PauseAbove: 0.85})
+	var got []string
+	for _, j := range d.Jobs {
+		got = append(got, names(j))
+		if j.Bytes != int64(len(j.Inputs))*10*MiB {
+			t.Fatalf("job %s of %d bytes", names(j), j.Bytes)
+		}
+	}
+	if want := "app-000001.log,app-000002.log,app-000003.log,app-000004.log"; strings.Join(got, "|") != want {
+		t.Fatalf("jobs %q, want %q", got, want)
+	}
+
+	full := model.Segment{Name: "app-000007~c1.log", Size: 128 * MiB, State: model.Consolidated, MtimeNs: 9e9}
+	tied := segs(3, 10*MiB, model.Closed)[1:]
+	tied[0].Name, tied[1].Name = "app-000008.log", "app-000009.log"
+	tied[0].MtimeNs, tied[1].MtimeNs = 9e9, 9e9
+	s = stream(MiB, append([]model.Segment{full}, tied...)...)
+	s.Config.Order, s.Config.Compaction.MinSegments = "mtime", 2
+	d = Plan(s, Input{PauseAbove: 0.85})
+	if len(d.Jobs) != 0 || !strings.Contains(d.Why, "app-000009.log shares its mtime") {
+		t.Fatalf("jobs %v, why %q", d.Jobs, d.Why)
+	}
+}
