@@ -128,6 +128,12 @@ func TestMergeIsByteExact(t *testing.T) {
 	r.write("app-3.log", "")
 	r.write("app-4.log", strings.Repeat("four\n", 5000))
 	r.write("app-5.log", "active\n")
+	// the output takes the last input's mtime to the nanosecond: it keeps the
+	// place in an mtime-ordered stream that its inputs had
+	last := time.Unix(1_700_000_000, 123_456_789)
+	if err := os.Chtimes(filepath.Join(r.logs, "app-4.log"), last, last); err != nil {
+		t.Fatal(err)
+	}
 	res, err := r.env.Merge(context.Background(), r.job("app-1.log", "app-2.log", "app-3.log", "app-4.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +154,9 @@ func TestMergeIsByteExact(t *testing.T) {
 	fi, _ := os.Stat(filepath.Join(r.logs, "app-1~c1.log"))
 	if fi.Mode().Perm() != 0o640 {
 		t.Fatalf("output mode %o, first input was 0640", fi.Mode().Perm())
+	}
+	if !fi.ModTime().Equal(last) {
+		t.Fatalf("output mtime %s, the last input's was %s", fi.ModTime().Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
 	}
 }
 

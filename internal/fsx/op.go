@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -436,7 +437,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (res Result, err error) {
 		}
 	}
 	last := s.Inputs[len(s.Inputs)-1].MtimeNs
-	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{unix.NsecToTimeval(last), unix.NsecToTimeval(last)}); err != nil {
+	if err := setTimes(f, last); err != nil {
 		return abort(fmt.Errorf("set output mtime: %w", err))
 	}
 	if err := f.Sync(); err != nil {
@@ -958,4 +959,13 @@ func (r *Runner) FinishDue(res Resolver, kept func(op Op) bool) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// setTimes sets an open file's access and modification times to the
+// nanosecond (unix.Futimes keeps microseconds: an output a hair older than its
+// last input could sort before a segment that preceded it). Like Futimes and
+// glibc's futimens fallback it names the file by /proc/self/fd.
+func setTimes(f *os.File, ns int64) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(ns), unix.NsecToTimespec(ns)}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), ts, 0)
 }
