@@ -19,6 +19,7 @@ import (
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // Recipes: real log writers from Debian packages next to a real `run` killed
@@ -203,6 +204,7 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 	type seg struct {
 		path, name string
 		mtime      time.Time
+		birth      int64 // ns; 0 where the filesystem keeps none
 	}
 	list := func(dir string, cold bool) []seg {
 		ents, err := os.ReadDir(dir)
@@ -229,12 +231,37 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 			}
 			fi, err := e.Info()
 			must(t, err)
-			segs = append(segs, seg{filepath.Join(dir, e.Name()), name, fi.ModTime()})
+			p := filepath.Join(dir, e.Name())
+			var x unix.Statx_t
+			must(t, unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &x))
+			var birth int64
+			if x.Mask&unix.STATX_BTIME != 0 {
+				birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+			}
+			segs = append(segs, seg{p, name, fi.ModTime(), birth})
 		}
 		if cold && r.stream.order == "mtime" {
 			// a renumbering writer's archives are named by time (archiver.TimeName):
 			// the names alone give the order, and none is a stale number
-			sort.SliceStable(segs, func(i, j int) bool { return segs[i].path < segs[j].path })
+			// (of one time-name the first archive is "<name>.zst", the next
+			// "<name>.1.zst": a taken name's number, then, orders them)
+			taken := regexp.MustCompile(`^(.*?)(?:\.(\d+))?\.zst$`)
+			key := func(p string) (string, int) {
+				m := taken.FindStringSubmatch(filepath.Base(p))
+				if m == nil {
+					return p, 0
+				}
+				n, _ := strconv.Atoi(m[2])
+				return m[1], n
+			}
+			sort.SliceStable(segs, func(i, j int) bool {
+				a, na := key(segs[i].path)
+				b, nb := key(segs[j].path)
+				if a != b {
+					return a < b
+				}
+				return na < nb
+			})
 			for _, s := range segs {
 				if !timeNamed.MatchString(filepath.Base(s.path)) {
 					t.Errorf("cold file %s is not named by its time", s.path)
@@ -250,6 +277,10 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 		sort.SliceStable(segs, func(i, j int) bool {
 			if r.stream.order == "mtime" && !segs[i].mtime.Equal(segs[j].mtime) {
 				return segs[i].mtime.Before(segs[j].mtime)
+			}
+			if r.stream.order == "mtime" && segs[i].birth != segs[j].birth {
+				// one clock tick held both last writes: the older file comes first
+				return segs[i].birth < segs[j].birth
 			}
 			return model.NaturalLess(segs[i].name, segs[j].name)
 		})
