@@ -326,13 +326,20 @@ func TestRetention(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var got []string
-			for _, f := range RetentionPlan(files, now, c.maxAge, c.maxBytes) {
+			for _, f := range RetentionPlan(files, now, c.maxAge, c.maxBytes, false) {
 				got = append(got, f.Name)
 			}
 			if strings.Join(got, ",") != c.want {
 				t.Fatalf("deleted %v, want %s", got, c.want)
 			}
 		})
+	}
+	// Two segments of one mtime in an order: mtime stream: one time-name, the
+	// later archive "<name>.1.zst". The older goes first.
+	const stamp = "app.log.20231114T221320.004000000Z"
+	tied := []ColdFile{{stamp + ".1.zst", 100, now.Add(-time.Hour)}, {stamp + ".zst", 100, now.Add(-time.Hour)}, {"app.log.zst", 100, now}}
+	if got := RetentionPlan(tied, now, 0, 250, true); len(got) != 1 || got[0].Name != stamp+".zst" {
+		t.Fatalf("of a tie, retention deleted %v, want %s.zst", got, stamp)
 	}
 	dir := t.TempDir()
 	d, _ := fsx.OpenDir(dir)
@@ -343,7 +350,7 @@ func TestRetention(t *testing.T) {
 		os.Chtimes(p, f.Mtime, f.Mtime)
 	}
 	os.Symlink("/etc/passwd", filepath.Join(dir, "e"))
-	gone, err := Retain(d, now, 0, 250)
+	gone, err := Retain(d, now, 0, 250, false)
 	if err != nil || len(gone) != 2 {
 		t.Fatalf("Retain: %v %v", gone, err)
 	}

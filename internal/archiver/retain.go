@@ -1,11 +1,16 @@
 package archiver
 
 import (
+	"cmp"
 	"errors"
-	"sort"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/fsx"
+	"github.com/logcompactd/logcompactd/internal/model"
 )
 
 // ColdFile is one archive in a stream's cold subdir.
@@ -15,12 +20,57 @@ type ColdFile struct {
 	Mtime time.Time
 }
 
-// RetentionPlan picks the archives to delete, oldest first (by mtime, which
-// archives keep from their segment): every one older than maxAge, then more
-// until the rest fit in maxBytes. 0 turns a limit off.
-func RetentionPlan(files []ColdFile, now time.Time, maxAge time.Duration, maxBytes int64) []ColdFile {
+// ColdCompare is the order of a stream's archives (cat, restore, retention):
+// by mtime, which archives keep from their segment. Two segments whose last
+// writes fell in one tick of the kernel's clock share an mtime; in an `order:
+// mtime` stream (timeNamed) they share a time-name too, and the one archived
+// later got a taken name's number (ColdName: "<name>.zst", then
+// "<name>.1.zst", which natural order would put first): of one mtime the
+// name without that number goes first, then the number, then the whole name.
+// Elsewhere a tie goes by natural name order.
+func ColdCompare(a, b ColdFile, timeNamed bool) int {
+	if c := a.Mtime.Compare(b.Mtime); c != 0 {
+		return c
+	}
+	if timeNamed {
+		as, an := takenStem(a.Name)
+		bs, bn := takenStem(b.Name)
+		if c := model.NaturalCompare(as, bs); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(an, bn); c != 0 {
+			return c
+		}
+	}
+	return model.NaturalCompare(a.Name, b.Name)
+}
+
+// takenStem splits an archive name into the name ColdName started from
+// (compression extension dropped) and the number a taken name got (0: none).
+func takenStem(name string) (string, int) {
+	for _, e := range []string{codec.Zstd.Ext(), codec.Gzip.Ext()} {
+		if s, ok := strings.CutSuffix(name, e); ok {
+			name = s
+			break
+		}
+	}
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 || strings.Trim(name[i+1:], "0123456789") != "" || name[i+1] == '0' {
+		return name, 0
+	}
+	n, err := strconv.Atoi(name[i+1:])
+	if err != nil {
+		return name, 0
+	}
+	return name[:i], n
+}
+
+// RetentionPlan picks the archives to delete, oldest first (ColdCompare):
+// every one older than maxAge, then more until the rest fit in maxBytes. 0
+// turns a limit off.
+func RetentionPlan(files []ColdFile, now time.Time, maxAge time.Duration, maxBytes int64, timeNamed bool) []ColdFile {
 	fs := append([]ColdFile(nil), files...)
-	sort.SliceStable(fs, func(i, j int) bool { return fs[i].Mtime.Before(fs[j].Mtime) })
+	slices.SortFunc(fs, func(a, b ColdFile) int { return ColdCompare(a, b, timeNamed) })
 	var total int64
 	for _, f := range fs {
 		total += f.Size
@@ -41,7 +91,7 @@ func RetentionPlan(files []ColdFile, now time.Time, maxAge time.Duration, maxByt
 // Retain applies RetentionPlan to a stream's cold subdir: it lists single-link
 // regular files (not temps), deletes the chosen ones (each only if still the
 // file listed) and fsyncs the dir. It returns what it deleted.
-func Retain(c *fsx.Dir, now time.Time, maxAge time.Duration, maxBytes int64) ([]ColdFile, error) {
+func Retain(c *fsx.Dir, now time.Time, maxAge time.Duration, maxBytes int64, timeNamed bool) ([]ColdFile, error) {
 	if maxAge <= 0 && maxBytes <= 0 {
 		return nil, nil
 	}
@@ -62,7 +112,7 @@ func Retain(c *fsx.Dir, now time.Time, maxAge time.Duration, maxBytes int64) ([]
 		stats[n] = st
 		files = append(files, ColdFile{Name: n, Size: st.Size, Mtime: st.Mtime()})
 	}
-	del := RetentionPlan(files, now, maxAge, maxBytes)
+	del := RetentionPlan(files, now, maxAge, maxBytes, timeNamed)
 	var errs []error
 	var done []ColdFile
 	for _, f := range del {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,13 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/config"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
 	"github.com/logcompactd/logcompactd/internal/objstore"
 	"github.com/logcompactd/logcompactd/internal/scanner"
-	"golang.org/x/sys/unix"
 )
 
 // piece is one file of a stream read back: an archive or a hot segment.
@@ -27,7 +26,6 @@ type piece struct {
 	where string    // for messages: the archive's URL or path, or the hot path
 	name  string    // the archive's name in cold, or the segment's name
 	mtime time.Time // the segment's mtime (archives keep it)
-	born  int64     // an archive's birth (local) or upload (bucket), ns: the tie-break of equal mtimes
 	open  func(ctx context.Context) (io.ReadCloser, error)
 	hot   bool
 }
@@ -51,11 +49,11 @@ func streamPieces(ctx context.Context, s config.Stream) ([]piece, error) {
 			return nil, fmt.Errorf("list %s/%s: %w", s.Archive.ColdDir, s.Name, err)
 		}
 		for _, n := range names {
-			mt, up, err := st.Times(ctx, s.Name, n)
+			mt, err := st.Mtime(ctx, s.Name, n)
 			if err != nil {
 				return nil, fmt.Errorf("%s/%s/%s: %w", s.Archive.ColdDir, s.Name, n, err)
 			}
-			out = append(out, piece{where: s.Archive.ColdDir + "/" + s.Name + "/" + n, name: n, mtime: mt, born: up.UnixNano(),
+			out = append(out, piece{where: s.Archive.ColdDir + "/" + s.Name + "/" + n, name: n, mtime: mt,
 				open: func(ctx context.Context) (io.ReadCloser, error) { return st.Get(ctx, s.Name, n) }})
 		}
 	} else {
@@ -73,29 +71,15 @@ func streamPieces(ctx context.Context, s config.Stream) ([]piece, error) {
 				continue
 			}
 			p := filepath.Join(sub, e.Name())
-			var x unix.Statx_t
-			var born int64
-			if unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &x) == nil && x.Mask&unix.STATX_BTIME != 0 {
-				born = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
-			}
-			out = append(out, piece{where: p, name: e.Name(), mtime: fi.ModTime(), born: born,
+			out = append(out, piece{where: p, name: e.Name(), mtime: fi.ModTime(),
 				open: func(context.Context) (io.ReadCloser, error) { return os.Open(p) }})
 		}
 	}
 	// Archives keep their segment's mtime (a merge's is its last input's): in
 	// time order — a name reused after rotation gets ".N" and would sort
-	// wrongly by name alone. Two segments whose last writes fell in one clock
-	// tick share an mtime; archival takes them oldest first, so the archive
-	// born (or uploaded) first comes first ("x.1.zst", the second, would
-	// otherwise sort before "x.zst"), then the name.
+	// wrongly by name alone — ties as archiver.ColdCompare breaks them.
 	slices.SortStableFunc(out, func(a, b piece) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.born, b.born); c != 0 {
-			return c
-		}
-		return model.NaturalCompare(a.name, b.name)
+		return archiver.ColdCompare(archiver.ColdFile{Name: a.name, Mtime: a.mtime}, archiver.ColdFile{Name: b.name, Mtime: b.mtime}, s.Order == "mtime")
 	})
 	hot, err := fsx.OpenDir(s.Dir)
 	if errors.Is(err, os.ErrNotExist) {

@@ -64,8 +64,9 @@ func zstdOf(t *testing.T, s string) []byte {
 // and its first to the next fell in one clock tick, so the two share an mtime
 // and their names sort the wrong way round: app.log before app.log.1 in hot;
 // in cold, where the second archive of one time-name is "<name>.1.zst", that
-// before "<name>.zst". `cat` reads the older-born first, as the daemon orders
-// the stream (scanner.Sort), and the archive made first.
+// before "<name>.zst". `cat` reads the older-born hot segment first, as the
+// daemon orders the stream (scanner.Sort), and the archive made first, by its
+// name (archiver.ColdCompare).
 func TestCatOfTiedMtimesGoesByBirth(t *testing.T) {
 	dir := t.TempDir()
 	logs, cold := filepath.Join(dir, "logs"), filepath.Join(dir, "cold", "app")
@@ -77,11 +78,16 @@ func TestCatOfTiedMtimesGoesByBirth(t *testing.T) {
 	const stamp = "app.log.20231114T221320.004000000Z"
 	paths := []string{filepath.Join(cold, stamp+".zst"), filepath.Join(cold, stamp+".1.zst"),
 		filepath.Join(logs, "app.log.1"), filepath.Join(logs, "app.log")}
+	// cold: the names say it (the taken number), whatever the births
+	if err := os.WriteFile(paths[1], zstdOf(t, "two\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(paths[0], zstdOf(t, "one\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bornAfter(t, paths[1], zstdOf(t, "two\n"), paths[0])
-	bornAfter(t, paths[2], []byte("three\n"), paths[1])
+	if err := os.WriteFile(paths[2], []byte("three\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bornAfter(t, paths[3], []byte("four\n"), paths[2])
 	tick := time.Unix(1_700_000_000, 4_000_000)
 	for _, p := range paths {
@@ -103,6 +109,6 @@ streams:
 		t.Fatal(err)
 	}
 	if out.String() != "one\ntwo\nthree\nfour\n" {
-		t.Fatalf("cat gave %q, want each file after the one born before it", out.String())
+		t.Fatalf("cat gave %q, want the archives by their taken number, then hot by birth", out.String())
 	}
 }

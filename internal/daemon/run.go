@@ -383,7 +383,7 @@ func (d *Daemon) retainCold() {
 		if err != nil {
 			continue
 		}
-		gone, err := archiver.Retain(sub, now, a.ColdMaxAge, int64(a.ColdMaxBytes))
+		gone, err := archiver.Retain(sub, now, a.ColdMaxAge, int64(a.ColdMaxBytes), s.Order == "mtime")
 		sub.Close()
 		for _, f := range gone {
 			d.log.Info("deleted from cold by retention", zap.String("stream", s.Name), zap.String("action", "retain"),

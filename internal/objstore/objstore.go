@@ -184,22 +184,19 @@ func (s *Store) Get(ctx context.Context, stream, name string) (io.ReadCloser, er
 	return out.Body, nil
 }
 
-// Times are an archive's mtime (the segment's), from its metadata (the
-// object's Last-Modified when it has none), and when it was uploaded (its
-// Last-Modified: archival goes oldest first, so of two archives with one mtime
-// the later upload holds the later lines).
-func (s *Store) Times(ctx context.Context, stream, name string) (mtime, uploaded time.Time, err error) {
+// Mtime is an archive's mtime (the segment's), from its metadata; the
+// object's Last-Modified when it has none.
+func (s *Store) Mtime(ctx context.Context, stream, name string) (time.Time, error) {
 	c, cancel := s.call(ctx)
 	defer cancel()
 	h, err := s.client.HeadObject(c, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(s.key(stream, name))})
 	if err != nil {
-		return time.Time{}, time.Time{}, err
+		return time.Time{}, err
 	}
-	uploaded = aws.ToTime(h.LastModified)
 	if ns, err := strconv.ParseInt(h.Metadata[mtimeKey], 10, 64); err == nil {
-		return time.Unix(0, ns), uploaded, nil
+		return time.Unix(0, ns), nil
 	}
-	return uploaded, uploaded, nil
+	return aws.ToTime(h.LastModified), nil
 }
 
 // Publisher returns the fsx.Publisher of stream, staging in stage (the
