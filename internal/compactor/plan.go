@@ -126,15 +126,18 @@ func Plan(s *model.Stream, in Input) Decision {
 		defer func() { run, runBytes = nil, 0 }()
 		if !nameOrder {
 			// An output takes its last input's mtime and is born at the merge:
-			// sharing that mtime with a segment outside the run, it would sort
-			// after it by birth (scanner.Sort) whatever the truth. Such an input
-			// waits (the tie is with a segment still being written, as a rule,
-			// and its next write ends it).
+			// sharing that mtime with the segment after the run, it would sort
+			// after it by birth (scanner.Sort) — the wrong place. Such an input
+			// waits: the tie is with a segment still being written, as a rule,
+			// and its next write ends it (a tie among closed segments merges its
+			// tail, the run that ends the tie). Sorting after a segment before
+			// the run is its place — unless the filesystem keeps no birth
+			// times, and the output's name decides.
 			for len(run) > 0 {
 				last := run[len(run)-1]
-				next := last + 1
+				next, prev := last+1, run[0]-1
 				if next < len(s.Segments) && s.Segments[next].MtimeNs == s.Segments[last].MtimeNs ||
-					run[0] > 0 && s.Segments[run[0]-1].MtimeNs == s.Segments[last].MtimeNs {
+					prev >= 0 && s.Segments[prev].ID.Gen == 0 && s.Segments[prev].MtimeNs == s.Segments[last].MtimeNs {
 					if tie == "" {
 						tie = fmt.Sprintf("%s shares its mtime with a segment next to it: no merge ends with it", s.Segments[last].Name)
 					}

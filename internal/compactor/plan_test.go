@@ -184,8 +184,10 @@ func TestAJobHasAtMostMaxInputs(t *testing.T) {
 // any other segment of that mtime (birth breaks the tie). A run never ends with
 // such an input: here app-000005 shares its mtime with the active app-000006
 // (a renumbering writer's last batch to the old file and first to the new fell
-// in one clock tick), and app-000008/9 with the consolidated app-000007~c1
-// before them.
+// in one clock tick). After a segment of its mtime is the output's place (born
+// last, it sorts last of them) — unless the filesystem keeps no birth times
+// (Gen 0), and its name would decide: app-000008/9 after the consolidated
+// app-000007~c1 of their mtime merge only where births are kept.
 func TestNoMergeEndsWithAnMtimeItShares(t *testing.T) {
 	ss := withActive(segs(5, 10*MiB, model.Closed))
 	for i := range ss {
@@ -206,14 +208,20 @@ func TestNoMergeEndsWithAnMtimeItShares(t *testing.T) {
 		t.Fatalf("jobs %q, want %q", got, want)
 	}
 
-	full := model.Segment{Name: "app-000007~c1.log", Size: 128 * MiB, State: model.Consolidated, MtimeNs: 9e9}
-	tied := segs(3, 10*MiB, model.Closed)[1:]
-	tied[0].Name, tied[1].Name = "app-000008.log", "app-000009.log"
-	tied[0].MtimeNs, tied[1].MtimeNs = 9e9, 9e9
-	s = stream(MiB, append([]model.Segment{full}, tied...)...)
-	s.Config.Order, s.Config.Compaction.MinSegments = "mtime", 2
-	d = Plan(s, Input{PauseAbove: 0.85})
-	if len(d.Jobs) != 0 || !strings.Contains(d.Why, "app-000009.log shares its mtime") {
-		t.Fatalf("jobs %v, why %q", d.Jobs, d.Why)
+	for _, gen := range []int64{0, 8e9} {
+		full := model.Segment{Name: "app-000007~c1.log", Size: 128 * MiB, State: model.Consolidated, MtimeNs: 9e9, ID: model.SegmentID{Gen: gen}}
+		tied := segs(3, 10*MiB, model.Closed)[1:]
+		tied[0].Name, tied[1].Name = "app-000008.log", "app-000009.log"
+		tied[0].MtimeNs, tied[1].MtimeNs = 9e9, 9e9
+		tied[0].ID.Gen, tied[1].ID.Gen = gen, 2*gen
+		s = stream(MiB, append([]model.Segment{full}, tied...)...)
+		s.Config.Order, s.Config.Compaction.MinSegments = "mtime", 2
+		d = Plan(s, Input{PauseAbove: 0.85})
+		if gen == 0 && (len(d.Jobs) != 0 || !strings.Contains(d.Why, "app-000009.log shares its mtime")) {
+			t.Fatalf("no birth times: jobs %v, why %q", d.Jobs, d.Why)
+		}
+		if gen != 0 && (len(d.Jobs) != 1 || names(d.Jobs[0]) != "app-000008.log,app-000009.log") {
+			t.Fatalf("with birth times: jobs %v, why %q", d.Jobs, d.Why)
+		}
 	}
 }
