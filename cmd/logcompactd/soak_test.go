@@ -354,7 +354,8 @@ streams:
 	if killPhase == 0 {
 		// Memory of the one instance: the end against a sixth of the way in.
 		early, late := medianAround(rssKiB, len(rssKiB)/6), medianAround(rssKiB, len(rssKiB)-3)
-		t.Logf("SINGLE seconds=%.0f rss_early_mib=%.1f rss_end_mib=%.1f", dur.Seconds(), float64(early)/1024, float64(late)/1024)
+		t.Logf("SINGLE seconds=%.0f lines=%d lost=%d duplicated=%d merges=%d archivals=%d rss_early_mib=%.1f rss_end_mib=%.1f",
+			dur.Seconds(), total, lost, dup, merges, archives, float64(early)/1024, float64(late)/1024)
 		if late > early*12/10 {
 			t.Fatalf("the resident set grew from %d KiB at a sixth of the run to %d KiB at its end", early, late)
 		}

@@ -54,12 +54,14 @@ func parse(r io.Reader) (*input, error) {
 			continue
 		}
 		trimmed := strings.TrimSpace(line)
-		if _, after, ok := strings.Cut(trimmed, ": SOAK "); ok { // a t.Logf line of TestSoak
-			trimmed = "SOAK " + after
+		for _, k := range []string{"SOAK", "SINGLE"} { // a t.Logf line of TestSoak, TestSingleInstance
+			if _, after, ok := strings.Cut(trimmed, ": "+k+" "); ok {
+				trimmed = k + " " + after
+			}
 		}
 		kind, rest, _ := strings.Cut(strings.TrimPrefix(trimmed, "# "), " ")
 		switch kind {
-		case "MACHINE", "FG", "IDLE", "ARCHIVE", "SCALE", "SOAK":
+		case "MACHINE", "FG", "IDLE", "ARCHIVE", "SCALE", "SOAK", "SINGLE":
 			fields := map[string]string{}
 			for _, m := range kvField.FindAllStringSubmatch(rest, -1) {
 				fields[m[1]] = strings.Trim(m[2], `"`)
@@ -149,6 +151,7 @@ func rows(t *tab) []row {
 		s3      = "`go test -run '^$' -bench BenchmarkArchiveToS3 -benchtime 1x -count 3 ./internal/archiver`"
 		fg      = "`go run ./scripts/fgbench -bin bin/logcompactd -dir /var/tmp -size 1073741824`"
 		soak    = "`make soak` (`SOAK=10m`)"
+		single  = "`make soak-single` (`SINGLE=1h`)"
 		scale   = "`scripts/bench-scale.sh`"
 	)
 	var out []row
@@ -248,6 +251,13 @@ func rows(t *tab) []row {
 		fmt.Sprintf("%.0f lines, %.0f lost, %.0f duplicated; %.0f kills (%.0f mid-job), %.0f merges, %.0f archivals; peak RSS %.1f MiB",
 			s("lines"), lost, dup, s("kills"), s("in_flight"), s("merges"), s("archivals"), s("peak_mib")),
 		"—", "—", verdict(lost+dup == 0, "0 lost, 0 duplicated")})
+	g := func(k string) float64 { return t.kv("SINGLE", nil, k) }
+	early, end := g("rss_early_mib"), g("rss_end_mib")
+	lost, dup = g("lost"), g("duplicated")
+	out = append(out, row{fmt.Sprintf("One `run` instance for %.0f min of the soak's writers, rotation, merges and archival, no kills", g("seconds")/60), single,
+		fmt.Sprintf("%.0f lines, %.0f lost, %.0f duplicated; %.0f merges, %.0f archivals; RSS %.1f MiB at the end", g("lines"), lost, dup, g("merges"), g("archivals"), end),
+		fmt.Sprintf("RSS at a sixth of the run %.1f MiB", early), ratio(end, early),
+		verdict(end <= 1.2*early, "end ≤ 1.2× at a sixth") + "; " + verdict(lost+dup == 0, "0 lost, 0 duplicated")})
 	return out
 }
 
