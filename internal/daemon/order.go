@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,17 +19,27 @@ import (
 	"github.com/logcompactd/logcompactd/internal/scanner"
 )
 
-// OrderWarnings scans the streams that use order: name and says, for each
-// whose names and mtimes disagree about which segment is older, how often:
+// OrderWarnings scans the streams and says, for each that uses order: name
+// and whose names and mtimes disagree about which segment is older, how often:
 // logrotate's numbered scheme (the newest has the smallest number) is read
-// backwards by name, and a merge would put lines out of order for good. It
-// changes nothing. `check` prints these.
+// backwards by name, and a merge would put lines out of order for good. Of
+// each that uses order: mtime on a filesystem that keeps no birth times (ext4
+// with 128-byte inodes, ext2/3, some network and FUSE filesystems) it says that
+// ties of mtimes then go by name (scanner.Sort). It changes nothing. `check`
+// prints these.
 func OrderWarnings(cfg *config.Config) []string {
 	var out []string
 	s := scanner.New(cfg.Streams, scanner.Options{})
 	defer s.Close()
 	for i, r := range s.Scan(time.Now(), nil, nil) {
-		if r.Err != nil || r.Stream.Order != "name" || len(r.Segments) < 2 {
+		if r.Err != nil || len(r.Segments) < 2 {
+			continue
+		}
+		if r.Stream.Order == "mtime" {
+			if slices.ContainsFunc(r.Segments, func(e model.Segment) bool { return e.ID.Gen == 0 }) {
+				out = append(out, fmt.Sprintf("streams[%d] (%s): the filesystem under %s keeps no birth times: segments whose mtimes tie (last writes in one tick of the kernel's clock) go by name, which a renumbering writer's names get backwards",
+					i, r.Stream.Name, r.Stream.Dir))
+			}
 			continue
 		}
 		if n := mtimeInversions(r.Segments); n > 0 {

@@ -5,12 +5,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/logcompactd/logcompactd/internal/codec"
 	"github.com/logcompactd/logcompactd/internal/config"
+	"github.com/logcompactd/logcompactd/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,5 +113,73 @@ streams:
 	}
 	if out.String() != "one\ntwo\nthree\nfour\n" {
 		t.Fatalf("cat gave %q, want the archives by their taken number, then hot by birth", out.String())
+	}
+}
+
+// TestCheckWarnsOfAnMtimeStreamWithoutBirthTimes: an order: mtime stream on a
+// filesystem that keeps no birth time (a real ext4 with 128-byte inodes on a
+// loop device) gets a warning from check — its ties of mtimes go by name — and
+// the same stream on the test's temp dir (birth times kept) none.
+func TestCheckWarnsOfAnMtimeStreamWithoutBirthTimes(t *testing.T) {
+	testutil.RequireRoot(t, "mount a loop device")
+	mkfs, mount := testutil.RequireTool(t, "mkfs.ext4"), testutil.RequireTool(t, "mount")
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "small-inodes.img"), filepath.Join(dir, "mnt")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(mkfs, "-q", "-F", "-I", "128", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, b)
+	}
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(mount, "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount -o loop: %v\n%s", err, b)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("umount %s: %v", mnt, err)
+		}
+	})
+	local := filepath.Join(dir, "logs")
+	for _, d := range []string{local, filepath.Join(mnt, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"app.log.2", "app.log.1", "app.log"} {
+			if err := os.WriteFile(filepath.Join(d, n), []byte("x\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if birth := func() int64 {
+		var x unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, filepath.Join(mnt, "logs", "app.log"), 0, unix.STATX_BTIME, &x); err != nil {
+			t.Fatal(err)
+		}
+		if x.Mask&unix.STATX_BTIME == 0 {
+			return 0
+		}
+		return x.Btime.Sec
+	}(); birth != 0 {
+		t.Fatalf("ext4 with 128-byte inodes reports a birth time (%d): the test needs a filesystem without", birth)
+	}
+	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `state_dir: %s/state
+load: {enabled: false}
+archive: {cold_dir: %s/cold}
+streams:
+  - {name: kept, dir: %s, pattern: "app.log*", order: mtime}
+  - {name: none, dir: %s/logs, pattern: "app.log*", order: mtime}
+`, dir, dir, local, mnt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := OrderWarnings(cfg)
+	if len(ws) != 1 || !strings.Contains(ws[0], "streams[1] (none)") || !strings.Contains(ws[0], "keeps no birth times") {
+		t.Fatalf("warnings %q, want one, of streams[1] (none)", ws)
 	}
 }
