@@ -774,32 +774,34 @@ func (s *Scanner) inChunks(n int, fn func(i int)) {
 	_ = g.Wait()
 }
 
-// Sort puts entries in stream order: natural name order, or mtime, then birth
-// time, then name. Names in a directory are unique, so the order is total and
-// an unstable sort gives the same result as a stable one, with O(n log n) moves
-// instead of O(n log² n) (it matters at 100,000 entries).
+// Sort puts entries in stream order (Compare). Names in a directory are unique,
+// so the order is total and an unstable sort gives the same result as a stable
+// one, with O(n log n) moves instead of O(n log² n) (it matters at 100,000
+// entries).
+func Sort(es []model.Segment, order string) {
+	slices.SortFunc(es, func(a, b model.Segment) int { return Compare(a, b, order) })
+}
+
+// Compare is the stream order: natural name order, or mtime, then birth time,
+// then name.
 //
 // Two segments share an mtime when their last writes fell in one tick of the
 // kernel's coarse clock (4 ms at HZ=250): a renumbering writer's last batch to
 // app.log.1 just after the rename and its first to the new app.log. Their names
 // then say the opposite of the truth (app.log < app.log.1), their births do
 // not: a writer fills one file after another, each born before the next. (A
-// consolidated segment's birth is its merge's, so the planner never leaves one
-// sharing its mtime with another segment: compactor.Plan.)
-func Sort(es []model.Segment, order string) {
+// consolidated segment's birth is its merge's, so the planner never ends a
+// merge with a segment whose mtime the next one shares: compactor.Plan.)
+func Compare(a, b model.Segment, order string) int {
 	if order == "mtime" {
-		slices.SortFunc(es, func(a, b model.Segment) int {
-			if c := cmp.Compare(a.MtimeNs, b.MtimeNs); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.ID.Gen, b.ID.Gen); c != 0 { // 0 where no birth time is kept: name decides
-				return c
-			}
-			return model.NaturalCompare(a.Name, b.Name)
-		})
-		return
+		if c := cmp.Compare(a.MtimeNs, b.MtimeNs); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.ID.Gen, b.ID.Gen); c != 0 { // 0 where no birth time is kept: name decides
+			return c
+		}
 	}
-	slices.SortFunc(es, func(a, b model.Segment) int { return model.NaturalCompare(a.Name, b.Name) })
+	return model.NaturalCompare(a.Name, b.Name)
 }
 
 // knownWriters applies the open-for-writing answers the scanner has (still
