@@ -124,35 +124,15 @@ func Plan(s *model.Stream, in Input) Decision {
 	tie := ""
 	flush := func() {
 		defer func() { run, runBytes = nil, 0 }()
-		if !nameOrder {
-			// An output takes its last input's mtime and is born at the merge:
-			// sharing that mtime with the segment after the run, it would sort
-			// after it by birth (scanner.Sort) — the wrong place. Such an input
-			// waits: the tie is with a segment still being written, as a rule,
-			// and its next write ends it (a tie among closed segments merges its
-			// tail, the run that ends the tie). Sorting after a segment before
-			// the run is its place — unless the filesystem keeps no birth
-			// times, and the output's name decides.
-			for len(run) > 0 {
-				last := run[len(run)-1]
-				next, prev := last+1, run[0]-1
-				if next < len(s.Segments) && s.Segments[next].MtimeNs == s.Segments[last].MtimeNs ||
-					prev >= 0 && s.Segments[prev].ID.Gen == 0 && s.Segments[prev].MtimeNs == s.Segments[last].MtimeNs {
-					if tie == "" {
-						tie = fmt.Sprintf("%s shares its mtime with a segment next to it: no merge ends with it", s.Segments[last].Name)
-					}
-					run = run[:len(run)-1]
-					continue
-				}
-				break
+		for !nameOrder && len(run) > 0 && endsOnATie(s.Segments, run[0], run[len(run)-1]) {
+			if tie == "" {
+				tie = fmt.Sprintf("%s shares its mtime with a segment next to it: no merge ends with it", s.Segments[run[len(run)-1]].Name)
 			}
+			runBytes -= s.Segments[run[len(run)-1]].Size
+			run = run[:len(run)-1]
 		}
 		if len(run) < 2 {
 			return
-		}
-		runBytes = 0
-		for _, i := range run {
-			runBytes += s.Segments[i].Size
 		}
 		first, last := run[0], run[len(run)-1]
 		before, after := "", ""
@@ -199,6 +179,20 @@ func Plan(s *model.Stream, in Input) Decision {
 		}
 	}
 	return d
+}
+
+// endsOnATie reports whether a merge of segs[first..last] in an mtime-ordered
+// stream would lose its place. The output takes its last input's mtime and is
+// born at the merge: sharing that mtime with the segment after the run, it
+// would sort after it by birth (scanner.Compare) — the wrong place. Such an
+// input waits: the tie is with a segment still being written, as a rule, and
+// its next write ends it (a tie among closed segments merges its tail, the
+// run that ends the tie). Sorting after a segment before the run is its place
+// — unless the filesystem keeps no birth times, and the output's name decides.
+func endsOnATie(segs []model.Segment, first, last int) bool {
+	next, prev := last+1, first-1
+	return next < len(segs) && segs[next].MtimeNs == segs[last].MtimeNs ||
+		prev >= 0 && segs[prev].ID.Gen == 0 && segs[prev].MtimeNs == segs[last].MtimeNs
 }
 
 // foreignBetween reports whether a foreign name sorts strictly between a and b.
