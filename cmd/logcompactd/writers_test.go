@@ -3,23 +3,25 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/logcompactd/logcompactd/internal/archiver"
 	"github.com/logcompactd/logcompactd/internal/fsx"
 	"github.com/logcompactd/logcompactd/internal/model"
+	"github.com/logcompactd/logcompactd/internal/scanner"
 	"github.com/logcompactd/logcompactd/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // Recipes: real log writers from Debian packages next to a real `run` killed
@@ -201,66 +203,50 @@ var timeNamed = regexp.MustCompile(`^app\.log\.\d{8}T\d{6}\.\d{9}Z(~c\d+)?(\.\.a
 // in cold comes from a name of the pattern. It returns the files in that order.
 func (r *renumberRig) inStreamOrder(tail ...string) []string {
 	t := r.t
+	// seg is a file as the stream order sees it: in hot its name, mtime and
+	// birth (scanner.Compare); in cold the segment name it comes from.
 	type seg struct {
-		path, name string
-		mtime      time.Time
-		birth      int64 // ns; 0 where the filesystem keeps none
+		path string
+		model.Segment
 	}
 	list := func(dir string, cold bool) []seg {
-		ents, err := os.ReadDir(dir)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
+		d, err := fsx.OpenDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
 		}
+		must(t, err)
+		defer d.Close()
+		names, err := d.Names()
+		must(t, err)
 		var segs []seg
-		for _, e := range ents {
-			if !e.Type().IsRegular() || fsx.IsTemp(e.Name()) {
+		for _, n := range names {
+			st, err := d.Stat(n)
+			must(t, err)
+			if st.Kind != fsx.Regular || fsx.IsTemp(n) {
 				continue
 			}
-			name := e.Name()
+			name := n
 			if cold {
-				name = coldSegment(name, r.stream.pattern)
+				name = coldSegment(n, r.stream.pattern)
 			}
 			if m, _ := filepath.Match(r.stream.pattern, name); !m {
 				if cold {
-					t.Errorf("cold file %s does not come from a segment of pattern %q", e.Name(), r.stream.pattern)
+					t.Errorf("cold file %s does not come from a segment of pattern %q", n, r.stream.pattern)
 				}
 				continue
 			}
 			if !cold && r.control[name] {
 				continue
 			}
-			fi, err := e.Info()
-			must(t, err)
-			p := filepath.Join(dir, e.Name())
-			var x unix.Statx_t
-			must(t, unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &x))
-			var birth int64
-			if x.Mask&unix.STATX_BTIME != 0 {
-				birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
-			}
-			segs = append(segs, seg{p, name, fi.ModTime(), birth})
+			segs = append(segs, seg{filepath.Join(dir, n), model.Segment{Name: name, MtimeNs: st.MtimeNs, ID: model.SegmentID{Gen: st.Btime}}})
 		}
 		if cold && r.stream.order == "mtime" {
 			// a renumbering writer's archives are named by time (archiver.TimeName):
-			// the names alone give the order, and none is a stale number
-			// (of one time-name the first archive is "<name>.zst", the next
-			// "<name>.1.zst": a taken name's number, then, orders them)
-			taken := regexp.MustCompile(`^(.*?)(?:\.(\d+))?\.zst$`)
-			key := func(p string) (string, int) {
-				m := taken.FindStringSubmatch(filepath.Base(p))
-				if m == nil {
-					return p, 0
-				}
-				n, _ := strconv.Atoi(m[2])
-				return m[1], n
-			}
-			sort.SliceStable(segs, func(i, j int) bool {
-				a, na := key(segs[i].path)
-				b, nb := key(segs[j].path)
-				if a != b {
-					return a < b
-				}
-				return na < nb
+			// the names alone give the order (of one time-name the later archive
+			// has the taken name's number: archiver.ColdCompare), and none is a
+			// stale number
+			slices.SortStableFunc(segs, func(a, b seg) int {
+				return archiver.ColdCompare(archiver.ColdFile{Name: filepath.Base(a.path)}, archiver.ColdFile{Name: filepath.Base(b.path)}, true)
 			})
 			for _, s := range segs {
 				if !timeNamed.MatchString(filepath.Base(s.path)) {
@@ -268,22 +254,13 @@ func (r *renumberRig) inStreamOrder(tail ...string) []string {
 				}
 			}
 			for i := 1; i < len(segs) && r.stream.store == nil; i++ { // an object's file mtime is its upload's
-				if segs[i].mtime.Before(segs[i-1].mtime) {
+				if segs[i].MtimeNs < segs[i-1].MtimeNs {
 					t.Errorf("cold names and mtimes disagree: %s is older than %s", segs[i].path, segs[i-1].path)
 				}
 			}
 			return segs
 		}
-		sort.SliceStable(segs, func(i, j int) bool {
-			if r.stream.order == "mtime" && !segs[i].mtime.Equal(segs[j].mtime) {
-				return segs[i].mtime.Before(segs[j].mtime)
-			}
-			if r.stream.order == "mtime" && segs[i].birth != segs[j].birth {
-				// one clock tick held both last writes: the older file comes first
-				return segs[i].birth < segs[j].birth
-			}
-			return model.NaturalLess(segs[i].name, segs[j].name)
-		})
+		slices.SortStableFunc(segs, func(a, b seg) int { return scanner.Compare(a.Segment, b.Segment, r.stream.order) })
 		return segs
 	}
 	var paths []string
